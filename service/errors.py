@@ -1,0 +1,87 @@
+"""The service's exception hierarchy. Every error the service raises on purpose is a
+`ServiceError`; anything else reaching the HTTP layer is a bug and answers 500.
+
+    ServiceError                    root; the class docstring is the default message
+    ├── ConfigError                 bad or missing configuration (CLI exit code 2)
+    ├── DatabaseError               the database is unreachable or not at the right schema
+    │   └── SchemaMismatchError     database revision differs from the code's head
+    ├── DomainError                 a request the lifecycle rules refuse
+    │   ├── InstanceNotFoundError   no instance with that id
+    │   ├── IllegalTransitionError  the state machine does not allow this change
+    │   └── IdempotencyConflictError same key, different body, or still in flight
+    └── UpstreamError               Novita failed; `service.novita.errors` refines it
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """The service could not complete the operation."""
+
+    code = "SERVICE_ERROR"
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.details = details
+        super().__init__(self.message)
+
+
+class ConfigError(ServiceError):
+    """The configuration is invalid."""
+
+    code = "CONFIG_ERROR"
+
+
+class DatabaseError(ServiceError):
+    """The database is not available."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
+class SchemaMismatchError(DatabaseError):
+    """The database schema does not match this version of the service."""
+
+    code = "SCHEMA_MISMATCH"
+
+
+class DomainError(ServiceError):
+    """The request breaks a lifecycle rule."""
+
+    code = "DOMAIN_ERROR"
+
+
+class InstanceNotFoundError(DomainError):
+    """No instance has that id."""
+
+    code = "INSTANCE_NOT_FOUND"
+
+
+class IllegalTransitionError(DomainError):
+    """The instance cannot move to that status from its current one."""
+
+    code = "ILLEGAL_TRANSITION"
+
+    def __init__(self, instance_id: str, current: str, requested: str) -> None:
+        super().__init__(
+            f"instance {instance_id} is {current}; it cannot become {requested}",
+            instanceId=instance_id,
+            currentStatus=current,
+            requestedStatus=requested,
+        )
+        self.instance_id = instance_id
+        self.current = current
+        self.requested = requested
+
+
+class IdempotencyConflictError(DomainError):
+    """The Idempotency-Key was already used with another request, or is still in flight."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class UpstreamError(ServiceError):
+    """The GPU provider did not complete the request."""
+
+    code = "UPSTREAM_ERROR"

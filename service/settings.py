@@ -1,0 +1,199 @@
+"""Service configuration: parsed once from the environment (and `.env`) into a frozen object.
+
+Every field maps to an upper-case environment variable of the same name. Secrets are
+`SecretStr`, so neither `repr()` nor logs show them. `load_settings()` turns a validation
+failure into one `ConfigError` line that names the offending variable; the CLI prints that
+line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from service.errors import ConfigError
+
+DEFAULT_NOVITA_API_BASE_URL = "https://api.novita.ai/gpu-instance/openapi/v1"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./novita-lifecycle.db"
+SUPPORTED_DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def _split_csv(value: object) -> object:
+    """Comma-separated environment values become a tuple of trimmed, non-empty items."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def decode_webhook_secret(secret: str) -> bytes:
+    """Return the key bytes of a Standard Webhooks secret (`whsec_<base64>`)."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("must have the form whsec_<base64>")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after whsec_ is not valid base64") from None
+    if len(key) < 16:
+        raise ValueError("the key must be at least 16 bytes (24 base64 characters)")
+    return key
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment. Immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # Provider
+    novita_api_key: SecretStr | None = Field(
+        default=None, description="Novita API key; without it `serve` needs --simulator."
+    )
+    novita_api_base_url: str = Field(
+        default=DEFAULT_NOVITA_API_BASE_URL, description="Base URL of the Novita GPU API v1."
+    )
+    max_retry_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts per retryable Novita call (1 = no retry)."
+    )
+    request_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="Timeout of one Novita request, seconds."
+    )
+    rate_limit_per_minute: int = Field(
+        default=100, ge=1, le=100_000, description="Novita requests per minute, this process."
+    )
+
+    # Storage
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite+aiosqlite:///file.db or postgresql+asyncpg://...",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=5000, ge=0, le=600_000, description="SQLite busy_timeout, milliseconds."
+    )
+
+    # HTTP API and webhooks
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), description="Comma-separated API keys accepted on /api (Bearer)."
+    )
+    inbound_webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), description="Comma-separated whsec_ secrets for POST /webhooks/novita."
+    )
+    webhook_url: str | None = Field(
+        default=None, description="Default notification URL when an instance has none."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="whsec_ secret that signs outgoing notifications."
+    )
+
+    # Workers
+    reconcile_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between polls of a stable instance."
+    )
+    relist_interval: float = Field(
+        default=300.0, gt=0, description="Seconds between full relists of provider instances."
+    )
+    startup_timeout: float = Field(
+        default=900.0, gt=0, description="Seconds from running to ready before `failed`."
+    )
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Minimum log level."
+    )
+    log_format: Literal["console", "json"] = Field(
+        default="console", description="console (readable) or json (production)."
+    )
+
+    @field_validator("api_keys", "inbound_webhook_secrets", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.upper() if value.lower() in {"debug", "info", "warning", "error",
+                                                      "critical"} else value.lower()
+        return value
+
+    @field_validator("novita_api_key", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _check_webhook_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not value.startswith(("http://", "https://")):
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("is not a valid SQLAlchemy URL") from None
+        if url.drivername not in SUPPORTED_DATABASE_DRIVERS:
+            raise ValueError(
+                f"driver {url.drivername!r} is not supported; use one of "
+                + ", ".join(SUPPORTED_DATABASE_DRIVERS)
+            )
+        return value
+
+    @field_validator("inbound_webhook_secrets")
+    @classmethod
+    def _check_inbound_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for index, secret in enumerate(value, start=1):
+            try:
+                decode_webhook_secret(secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"secret #{index} {exc}") from None
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_webhook_secret(value.get_secret_value())
+        return value
+
+    def __repr_args__(self) -> Any:
+        # DATABASE_URL may carry a password: show it masked, like the SecretStr fields.
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                value = make_url(value).render_as_string(hide_password=True)
+            yield name, value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def api_key_values(self) -> tuple[str, ...]:
+        return tuple(key.get_secret_value() for key in self.api_keys)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build `Settings` from the environment; raise `ConfigError` naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid configuration: {field.upper()} {message}") from None
