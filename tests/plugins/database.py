@@ -1,0 +1,1 @@
+"""Database fixtures: SQLite and PostgreSQL stores (filled in by the foundation work)."""
