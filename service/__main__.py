@@ -1,16 +1,134 @@
-"""Command line: `novita-lifecycle` (also `python -m service`)."""
+"""Command line: `novita-lifecycle` (also `python -m service`).
+
+Exit codes: 0 success, 1 the command failed (database unreachable or at the wrong schema),
+2 bad usage or configuration (one line naming the variable, no traceback).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from typing import NoReturn
+
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service import __version__
+from service.errors import ConfigError, DatabaseError
+from service.settings import Settings, load_settings
+from service.simulator.cli import simulate
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _environment_help() -> str:
+    lines = ["Environment (also read from ./.env):"]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default in (None, ()) else f" [default: {field.default}]"
+        lines.append(f"  {name.upper()}: {field.description}{default}")
+    return "\b\n" + "\n".join(lines)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"novita-lifecycle: {message}", err=True)
+    raise SystemExit(code)
+
+
+def settings_or_exit(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        fail(exc.message, EXIT_CONFIG)
+
+
+def _masked(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def _prepare_database(settings: Settings, migrate: bool) -> str:
+    """Migrate (if asked) and check the schema; return the revision the database is at."""
+    from service.db.engine import Database
+    from service.db.migrations import check_schema_is_current, current_revision, upgrade_to_head
+
+    database = Database.from_url(
+        settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
+    try:
+        if migrate:
+            await upgrade_to_head(database.engine)
+        await check_schema_is_current(database.engine)
+        return await current_revision(database.engine) or "base"
+    finally:
+        await database.close()
+
+
+def run_database_step(settings: Settings, migrate: bool) -> str:
+    try:
+        return asyncio.run(_prepare_database(settings, migrate))
+    except DatabaseError as exc:
+        fail(exc.message, EXIT_FAILED)
+    except (OperationalError, DBAPIError, OSError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        fail(
+            f"cannot use the database at {_masked(settings.database_url)}: {reason}",
+            EXIT_FAILED,
+        )
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    epilog=_environment_help(),
+)
 @click.version_option(__version__, prog_name="novita-lifecycle")
 def cli() -> None:
     """Manage GPU instances on Novita.ai: serve the API and workers, migrate, simulate."""
+
+
+@cli.command()
+def migrate() -> None:
+    """Upgrade DATABASE_URL to the newest schema."""
+    settings = settings_or_exit()
+    revision = run_database_step(settings, migrate=True)
+    click.echo(f"database {_masked(settings.database_url)} is at revision {revision}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--simulator",
+    is_flag=True,
+    help="Run the built-in Novita simulator in this process and use it instead of Novita.",
+)
+@click.option("--migrate", "migrate_first", is_flag=True, help="Migrate the database first.")
+def serve(host: str, port: int, simulator: bool, migrate_first: bool) -> None:
+    """Serve the HTTP API and run all workers."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.logging import configure_logging
+
+    settings = settings_or_exit(**({"novita_simulator": True} if simulator else {}))
+    if settings.novita_api_key is None and not settings.novita_simulator:
+        fail(
+            "NOVITA_API_KEY is not set: set it to use Novita, or pass --simulator to use the "
+            "built-in simulator",
+            EXIT_CONFIG,
+        )
+    configure_logging(settings.log_level, settings.log_format)
+    run_database_step(settings, migrate=migrate_first)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+    )
+
+
+cli.add_command(simulate)
 
 
 def main() -> None:

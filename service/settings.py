@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     novita_api_key: SecretStr | None = Field(
         default=None, description="Novita API key; without it `serve` needs --simulator."
     )
+    novita_simulator: bool = Field(
+        default=False,
+        description="Use the built-in Novita simulator (what `serve --simulator` sets).",
+    )
     novita_api_base_url: str = Field(
         default=DEFAULT_NOVITA_API_BASE_URL, description="Base URL of the Novita GPU API v1."
     )
@@ -123,8 +127,11 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_case(cls, value: object) -> object:
         if isinstance(value, str):
-            return value.upper() if value.lower() in {"debug", "info", "warning", "error",
-                                                      "critical"} else value.lower()
+            return (
+                value.upper()
+                if value.lower() in {"debug", "info", "warning", "error", "critical"}
+                else value.lower()
+            )
         return value
 
     @field_validator("novita_api_key", "webhook_secret", mode="before")

@@ -1,0 +1,33 @@
+# The two commands a newcomer needs (each does all of its own set-up):
+#   make run    start the service (SQLite; the built-in simulator unless NOVITA_API_KEY is set)
+#   make test   lint, type-check and run every test (SQLite and a local PostgreSQL)
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8080
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/novita-lifecycle serve --migrate --host $(HOST) --port $(PORT) \
+		$(if $(NOVITA_API_KEY),,--simulator)
+
+lint: $(STAMP)
+	$(BIN)/ruff check service tests migrations
+	$(BIN)/mypy service
+
+test: lint
+	eval "$$(scripts/test-postgres.sh)" && $(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

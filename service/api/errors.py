@@ -1,0 +1,108 @@
+"""The one table that turns exceptions into HTTP answers (DESIGN §8 error body).
+
+`ServiceError`s are expected failures and map to their status; Starlette's HTTP exceptions
+(unknown route, wrong method) keep theirs; anything else is a bug: logged with its
+traceback and answered 500 without details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service.errors import (
+    DatabaseError,
+    DomainError,
+    IdempotencyConflictError,
+    IllegalTransitionError,
+    InstanceNotFoundError,
+    ServiceError,
+    UpstreamError,
+)
+
+log = structlog.get_logger(__name__)
+
+# Most specific class first: the first match wins.
+STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
+    (InstanceNotFoundError, 404),
+    (IllegalTransitionError, 409),
+    (IdempotencyConflictError, 409),
+    (DomainError, 422),
+    (DatabaseError, 503),
+    (UpstreamError, 502),
+)
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def request_id_of(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
+            "requestId": request_id_of(request),
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def status_for(error: ServiceError) -> int:
+    for error_type, status in STATUS_BY_ERROR:
+        if isinstance(error, error_type):
+            return status
+    return 500
+
+
+async def service_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    status = status_for(exc)
+    if status >= 500:
+        log.warning("http.service_error", code=exc.code, status=status, error=exc.message)
+    return error_response(request, status, exc.code, exc.message, exc.details or None)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    return error_response(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
+    log.error("http.unhandled_error", path=request.url.path, exc_info=exc)
+    return error_response(request, 500, "INTERNAL_ERROR", "internal error; it has been logged")
+
+
+EXCEPTION_HANDLERS = {
+    ServiceError: service_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: unhandled_error_handler,
+}

@@ -1,0 +1,40 @@
+"""The composition root: `create_app(settings)` builds the Starlette application.
+
+Nothing is opened at import or construction time; the lifespan opens resources (or uses
+the ones a test hands in, without closing them) and exposes them as request state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from service.api.errors import EXCEPTION_HANDLERS
+from service.api.health import health
+from service.resources import Resources, open_resources
+from service.settings import Settings
+
+
+def create_app(
+    settings: Settings, resources: Resources | None = None, *, migrate: bool = False
+) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        opened: AbstractAsyncContextManager[Resources] = (
+            nullcontext(resources)
+            if resources is not None
+            else open_resources(settings, migrate=migrate)
+        )
+        async with opened as live:
+            yield {"resources": live}
+
+    routes = [Route("/health", health, methods=["GET"])]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )

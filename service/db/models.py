@@ -1,0 +1,170 @@
+"""The SQL schema (DESIGN §4) as SQLAlchemy Core tables; Alembic migrations mirror it.
+
+Constraint names come from the naming convention so that migrations, IntegrityError handling
+and both databases agree on them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from service.db.types import BigIntPK, JSONType, UTCDateTime
+from service.domain import EventSource, Status
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _in(column: str, values: object) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)  # type: ignore[attr-defined]
+    return f"{column} IN ({quoted})"
+
+
+STATUS_VALUES = [status.value for status in Status]
+SOURCE_VALUES = [source.value for source in EventSource]
+BILLING_MODES = ("onDemand", "spot", "monthly")
+OUTBOX_STATUSES = ("pending", "delivered", "failed", "cancelled", "no_target")
+IDEMPOTENCY_STATES = ("in_flight", "completed")
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("novita_instance_id", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("provider_status", sa.String(32), nullable=True),
+    sa.Column("status_reason", sa.String(64), nullable=True),
+    sa.Column("product_id", sa.String(255), nullable=True),
+    sa.Column("product_name", sa.String(255), nullable=True),
+    sa.Column("region", sa.String(255), nullable=True),
+    sa.Column("gpu_num", sa.Integer, nullable=False),
+    sa.Column("rootfs_size", sa.Integer, nullable=True),
+    sa.Column("billing_mode", sa.String(16), nullable=False),
+    sa.Column("price_per_hour", sa.Numeric(14, 6), nullable=True),
+    sa.Column("template_id", sa.String(64), nullable=True),
+    sa.Column("image_url", sa.String(500), nullable=True),
+    sa.Column("image_auth_id", sa.String(255), nullable=True),
+    sa.Column("preferred_region", sa.String(255), nullable=True),
+    sa.Column("regions", JSONType, nullable=False),
+    sa.Column("ports", JSONType, nullable=False),
+    sa.Column("envs", JSONType, nullable=False),
+    sa.Column("webhook_url", sa.String(2048), nullable=True),
+    sa.Column("labels", JSONType, nullable=False),
+    sa.Column("readiness", JSONType, nullable=True),
+    sa.Column("auto_stop", JSONType, nullable=True),
+    sa.Column("port_mappings", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("submitted_at", UTCDateTime, nullable=True),
+    sa.Column("running_at", UTCDateTime, nullable=True),
+    sa.Column("ready_at", UTCDateTime, nullable=True),
+    sa.Column("stopped_at", UTCDateTime, nullable=True),
+    sa.Column("deleted_at", UTCDateTime, nullable=True),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("provider_observed_at", UTCDateTime, nullable=True),
+    sa.Column("next_check_at", UTCDateTime, nullable=True),
+    sa.Column("claim_owner", sa.String(100), nullable=True),
+    sa.Column("claim_expires_at", UTCDateTime, nullable=True),
+    sa.Column("event_seq", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.UniqueConstraint("novita_instance_id"),
+    sa.CheckConstraint(_in("status", STATUS_VALUES), name="status"),
+    sa.CheckConstraint(_in("billing_mode", BILLING_MODES), name="billing_mode"),
+    sa.CheckConstraint("gpu_num BETWEEN 1 AND 8", name="gpu_num"),
+    sa.CheckConstraint("version >= 1", name="version"),
+    sa.Index(None, "status"),
+    sa.Index(None, "next_check_at"),
+    sa.Index(None, "created_at", "id"),
+    sa.Index(None, "name"),
+)
+
+instance_events = sa.Table(
+    "instance_events",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("instance_id", sa.String(40), sa.ForeignKey("instances.id"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("from_status", sa.String(20), nullable=True),
+    sa.Column("to_status", sa.String(20), nullable=True),
+    sa.Column("provider_status", sa.String(32), nullable=True),
+    sa.Column("reason", sa.String(64), nullable=True),
+    sa.Column("detail", JSONType, nullable=False),
+    sa.UniqueConstraint("instance_id", "seq"),
+    sa.CheckConstraint(_in("source", SOURCE_VALUES), name="source"),
+    sa.Index(None, "at"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("instance_id", sa.String(40), sa.ForeignKey("instances.id"), nullable=False),
+    sa.Column("event_seq", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("target_url", sa.String(2048), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(1000), nullable=True),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("claim_owner", sa.String(100), nullable=True),
+    sa.Column("claim_expires_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("instance_id", "event_seq"),
+    sa.CheckConstraint(_in("status", OUTBOX_STATUSES), name="status"),
+    sa.Index(None, "status", "next_attempt_at"),
+)
+
+inbound_webhooks = sa.Table(
+    "inbound_webhooks",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.String(255), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("provider_instance_id", sa.String(64), nullable=True),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("processed_at", UTCDateTime, nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=True),
+    sa.UniqueConstraint("webhook_id"),
+    sa.Index(None, "processed_at", "id"),
+    sa.Index(None, "received_at"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("scope", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("response_status", sa.Integer, nullable=True),
+    sa.Column("response_body", JSONType, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(_in("state", IDEMPOTENCY_STATES), name="state"),
+    sa.Index(None, "expires_at"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("owner", sa.String(100), nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,388 @@
+"""Instances, their event history and the outbox: all SQL for them, returning domain objects.
+
+`change_status` is the single state-change function (DESIGN §2): the new status, the
+`instance_events` row and the outbox row are written in the caller's transaction, guarded
+by the legal-transition table. The instance row is locked first (`FOR UPDATE` on
+PostgreSQL; SQLite writers hold the database write lock from `BEGIN IMMEDIATE`), and the
+per-instance event sequence is also protected by a unique constraint, so two concurrent
+changes can neither lose an event nor interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.models import instance_events, instances, outbox
+from service.domain import (
+    TERMINAL_STATUSES,
+    EventSource,
+    Instance,
+    InstanceEvent,
+    InstanceSpec,
+    OutboxMessage,
+    Status,
+    TransitionResult,
+    is_legal_transition,
+    new_event_id,
+    new_instance_id,
+    notification_type,
+)
+from service.errors import IllegalTransitionError, InstanceNotFoundError
+from service.presenters import instance_view, iso
+
+# Columns a state change may also set (provider facts learnt along the way).
+CHANGEABLE_COLUMNS = frozenset(
+    {
+        "novita_instance_id",
+        "product_id",
+        "product_name",
+        "region",
+        "price_per_hour",
+        "port_mappings",
+        "submitted_at",
+        "last_used_at",
+        "next_check_at",
+        "image_url",
+        "rootfs_size",
+    }
+)
+
+# Timestamp columns stamped when an instance enters a status.
+_STAMPS = {
+    Status.RUNNING: "running_at",
+    Status.READY: "ready_at",
+    Status.STOPPED: "stopped_at",
+    Status.DELETED: "deleted_at",
+}
+# A new run starts: earlier runs' running/ready times must not count for this one.
+_NEW_RUN = frozenset({Status.PROVISIONING, Status.STARTING})
+
+
+def _instance_from_row(row: sa.Row[Any]) -> Instance:
+    m = row._mapping
+    return Instance(
+        id=m["id"],
+        name=m["name"],
+        status=Status(m["status"]),
+        novita_instance_id=m["novita_instance_id"],
+        provider_status=m["provider_status"],
+        status_reason=m["status_reason"],
+        product_id=m["product_id"],
+        product_name=m["product_name"],
+        region=m["region"],
+        gpu_num=m["gpu_num"],
+        rootfs_size=m["rootfs_size"],
+        billing_mode=m["billing_mode"],
+        price_per_hour=m["price_per_hour"],
+        template_id=m["template_id"],
+        image_url=m["image_url"],
+        image_auth_id=m["image_auth_id"],
+        preferred_region=m["preferred_region"],
+        regions=tuple(m["regions"]),
+        ports=tuple(m["ports"]),
+        envs=tuple(m["envs"]),
+        webhook_url=m["webhook_url"],
+        labels=dict(m["labels"]),
+        readiness=m["readiness"],
+        auto_stop=m["auto_stop"],
+        port_mappings=tuple(m["port_mappings"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        submitted_at=m["submitted_at"],
+        running_at=m["running_at"],
+        ready_at=m["ready_at"],
+        stopped_at=m["stopped_at"],
+        deleted_at=m["deleted_at"],
+        last_used_at=m["last_used_at"],
+        provider_observed_at=m["provider_observed_at"],
+        next_check_at=m["next_check_at"],
+        claim_owner=m["claim_owner"],
+        claim_expires_at=m["claim_expires_at"],
+        event_seq=m["event_seq"],
+        version=m["version"],
+    )
+
+
+def _event_from_row(row: sa.Row[Any]) -> InstanceEvent:
+    m = row._mapping
+    return InstanceEvent(
+        id=m["id"],
+        instance_id=m["instance_id"],
+        seq=m["seq"],
+        at=m["at"],
+        source=EventSource(m["source"]),
+        kind=m["kind"],
+        from_status=Status(m["from_status"]) if m["from_status"] else None,
+        to_status=Status(m["to_status"]) if m["to_status"] else None,
+        provider_status=m["provider_status"],
+        reason=m["reason"],
+        detail=dict(m["detail"]),
+    )
+
+
+def _outbox_from_row(row: sa.Row[Any]) -> OutboxMessage:
+    m = row._mapping
+    return OutboxMessage(
+        id=m["id"],
+        instance_id=m["instance_id"],
+        event_seq=m["event_seq"],
+        type=m["type"],
+        payload=dict(m["payload"]),
+        target_url=m["target_url"],
+        status=m["status"],
+        attempts=m["attempts"],
+        next_attempt_at=m["next_attempt_at"],
+        created_at=m["created_at"],
+        last_status_code=m["last_status_code"],
+        last_error=m["last_error"],
+        delivered_at=m["delivered_at"],
+    )
+
+
+async def insert_instance(
+    conn: AsyncConnection,
+    spec: InstanceSpec,
+    *,
+    now: datetime,
+    source: EventSource = EventSource.API,
+    instance_id: str | None = None,
+) -> TransitionResult:
+    """Record a new `pending` instance with its first event and `instance.created` outbox row."""
+    instance_id = instance_id or new_instance_id()
+    await conn.execute(
+        instances.insert().values(
+            id=instance_id,
+            name=spec.name,
+            status=Status.PENDING.value,
+            product_id=spec.product_id,
+            product_name=spec.product_name,
+            gpu_num=spec.gpu_num,
+            rootfs_size=spec.rootfs_size,
+            billing_mode=spec.billing_mode,
+            template_id=spec.template_id,
+            image_url=spec.image_url,
+            image_auth_id=spec.image_auth_id,
+            preferred_region=spec.region,
+            regions=list(spec.regions),
+            ports=list(spec.ports),
+            envs=list(spec.envs),
+            webhook_url=spec.webhook_url,
+            labels=dict(spec.labels),
+            readiness=spec.readiness,
+            auto_stop=spec.auto_stop,
+            port_mappings=[],
+            created_at=now,
+            updated_at=now,
+            next_check_at=now,
+            event_seq=0,
+            version=1,
+        )
+    )
+    instance = await get_instance(conn, instance_id)
+    event = await _append_event(
+        conn,
+        instance,
+        None,
+        Status.PENDING,
+        source=source,
+        kind="created",
+        now=now,
+        reason=None,
+        provider_status=None,
+        detail={},
+    )
+    return TransitionResult(instance=await get_instance(conn, instance_id), event=event)
+
+
+async def get_instance(
+    conn: AsyncConnection, instance_id: str, *, for_update: bool = False
+) -> Instance:
+    query = sa.select(instances).where(instances.c.id == instance_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise InstanceNotFoundError(f"no instance with id {instance_id!r}", instanceId=instance_id)
+    return _instance_from_row(row)
+
+
+async def find_instance(conn: AsyncConnection, id_or_novita_id: str) -> Instance | None:
+    """Look an instance up by our id or by its Novita id."""
+    row = (
+        await conn.execute(
+            sa.select(instances).where(
+                sa.or_(
+                    instances.c.id == id_or_novita_id,
+                    instances.c.novita_instance_id == id_or_novita_id,
+                )
+            )
+        )
+    ).first()
+    return _instance_from_row(row) if row is not None else None
+
+
+async def change_status(
+    conn: AsyncConnection,
+    instance_id: str,
+    target: Status,
+    *,
+    source: EventSource,
+    now: datetime,
+    kind: str = "status_changed",
+    reason: str | None = None,
+    provider_status: str | None = None,
+    observed_at: datetime | None = None,
+    detail: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> TransitionResult:
+    """Move an instance to `target`, recording the event and the outbox row atomically.
+
+    A change to the status the instance already has records no event: it only refreshes
+    the provider facts given (`provider_status`, `observed_at`, `changes`). Raises
+    `IllegalTransitionError` when the table forbids the move, `InstanceNotFoundError`
+    when there is no such instance.
+    """
+    changes = dict(changes or {})
+    unknown = set(changes) - CHANGEABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"columns not changeable through change_status: {sorted(unknown)}")
+
+    current = await get_instance(conn, instance_id, for_update=True)
+    values: dict[str, Any] = {**changes, "updated_at": now, "version": current.version + 1}
+    if provider_status is not None:
+        values["provider_status"] = provider_status
+    if observed_at is not None and (
+        current.provider_observed_at is None or observed_at > current.provider_observed_at
+    ):
+        values["provider_observed_at"] = observed_at
+
+    if current.status == target:
+        await _update_instance(conn, current, values)
+        return TransitionResult(instance=await get_instance(conn, instance_id), event=None)
+    if not is_legal_transition(current.status, target):
+        raise IllegalTransitionError(instance_id, current.status.value, target.value)
+
+    values["status"] = target.value
+    values["status_reason"] = reason
+    if target in _NEW_RUN:
+        values.update(running_at=None, ready_at=None)
+    if target in _STAMPS:
+        values[_STAMPS[target]] = now
+    if target in TERMINAL_STATUSES:
+        values.update(next_check_at=None, claim_owner=None, claim_expires_at=None)
+    elif "next_check_at" not in changes:
+        values["next_check_at"] = now
+    await _update_instance(conn, current, values)
+    updated = await get_instance(conn, instance_id)
+    event = await _append_event(
+        conn,
+        updated,
+        current.status,
+        target,
+        source=source,
+        kind=kind,
+        now=now,
+        reason=reason,
+        provider_status=provider_status,
+        detail=dict(detail or {}),
+    )
+    return TransitionResult(instance=await get_instance(conn, instance_id), event=event)
+
+
+async def _update_instance(
+    conn: AsyncConnection, current: Instance, values: dict[str, Any]
+) -> None:
+    # The version guard is a second line of defence behind the row lock: a lost update
+    # would show up here as a missing row instead of silently overwriting.
+    result = await conn.execute(
+        instances.update()
+        .where(instances.c.id == current.id, instances.c.version == current.version)
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        raise RuntimeError(f"instance {current.id} changed underneath a locked update")
+
+
+async def _append_event(
+    conn: AsyncConnection,
+    instance: Instance,
+    from_status: Status | None,
+    to_status: Status,
+    *,
+    source: EventSource,
+    kind: str,
+    now: datetime,
+    reason: str | None,
+    provider_status: str | None,
+    detail: dict[str, Any],
+) -> InstanceEvent:
+    seq = instance.event_seq + 1
+    await conn.execute(
+        instances.update().where(instances.c.id == instance.id).values(event_seq=seq)
+    )
+    result = await conn.execute(
+        instance_events.insert()
+        .values(
+            instance_id=instance.id,
+            seq=seq,
+            at=now,
+            source=source.value,
+            kind=kind,
+            from_status=from_status.value if from_status else None,
+            to_status=to_status.value,
+            provider_status=provider_status,
+            reason=reason,
+            detail=detail,
+        )
+        .returning(instance_events)
+    )
+    event = _event_from_row(result.one())
+    data = instance_view(instance)
+    data["sequence"] = seq
+    data["statusReason"] = reason
+    message_type = notification_type(to_status)
+    await conn.execute(
+        outbox.insert().values(
+            id=new_event_id(),
+            instance_id=instance.id,
+            event_seq=seq,
+            type=message_type,
+            payload={"type": message_type, "timestamp": iso(now), "data": data},
+            target_url=instance.webhook_url,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return event
+
+
+async def list_events(
+    conn: AsyncConnection, instance_id: str, *, after_seq: int = 0, limit: int = 100
+) -> list[InstanceEvent]:
+    """The instance's history, oldest first, starting after `after_seq`."""
+    rows = await conn.execute(
+        sa.select(instance_events)
+        .where(instance_events.c.instance_id == instance_id, instance_events.c.seq > after_seq)
+        .order_by(instance_events.c.seq)
+        .limit(limit)
+    )
+    return [_event_from_row(row) for row in rows]
+
+
+async def list_outbox(
+    conn: AsyncConnection, *, instance_id: str | None = None, statuses: Sequence[str] = ()
+) -> list[OutboxMessage]:
+    query = sa.select(outbox).order_by(outbox.c.created_at, outbox.c.event_seq)
+    if instance_id is not None:
+        query = query.where(outbox.c.instance_id == instance_id)
+    if statuses:
+        query = query.where(outbox.c.status.in_(statuses))
+    return [_outbox_from_row(row) for row in await conn.execute(query)]
