@@ -2,10 +2,12 @@
 
 This is the composition root's runtime half: `create_app` asks for a `Resources` in its
 lifespan; tests may build one themselves and hand it in (then they close it).
+Order: database (schema checked) → built-in simulator (if configured) → Novita client.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +17,9 @@ import structlog
 from service.clock import Clock, SystemClock
 from service.db.engine import Database
 from service.db.migrations import check_schema_is_current, upgrade_to_head
+from service.novita import NovitaClient
 from service.settings import Settings
+from service.simulator import Simulator, SimulatorConfig
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +29,8 @@ class Resources:
     settings: Settings
     clock: Clock
     database: Database
+    novita: NovitaClient
+    simulator: Simulator | None = None
 
 
 @asynccontextmanager
@@ -35,7 +41,8 @@ async def open_resources(
     database: Database | None = None,
     migrate: bool = False,
 ) -> AsyncIterator[Resources]:
-    """Open the database (migrating first if asked), check its schema, then yield."""
+    """Open what the service needs, yield it, and close what was opened here in reverse."""
+    clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
         if database is None:
             database = Database.from_url(
@@ -45,6 +52,27 @@ async def open_resources(
         if migrate:
             await upgrade_to_head(database.engine)
         await check_schema_is_current(database.engine)
-        log.info("resources.opened", database=database.dialect)
-        yield Resources(settings=settings, clock=clock or SystemClock(), database=database)
+
+        simulator: Simulator | None = None
+        if settings.novita_simulator:
+            # A fresh random key per process: the in-process simulator only answers us.
+            key = secrets.token_urlsafe(24)
+            simulator = Simulator(SimulatorConfig(api_keys=(key,)))
+            await simulator.start(host="127.0.0.1", port=0)
+            stack.push_async_callback(simulator.stop)
+            novita = NovitaClient.from_settings(
+                settings, api_key=key, base_url=simulator.base_url, clock=clock
+            )
+        else:
+            novita = NovitaClient.from_settings(settings, clock=clock)
+        stack.push_async_callback(novita.close)
+
+        log.info(
+            "resources.opened",
+            database=database.dialect,
+            novita="simulator" if simulator else "novita",
+        )
+        yield Resources(
+            settings=settings, clock=clock, database=database, novita=novita, simulator=simulator
+        )
         log.info("resources.closing")

@@ -7,20 +7,35 @@ import aiohttp
 from service.app import create_app
 from service.clock import SystemClock
 from service.db.engine import Database
+from service.novita import NovitaClient
 from service.resources import Resources
 from service.settings import load_settings
 from tests.support.server import running_server
 
 
-async def test_health_reports_the_database_up(database: Database) -> None:
-    settings = load_settings(database_url=str(database.engine.url), novita_simulator=True)
-    resources = Resources(settings=settings, clock=SystemClock(), database=database)
-    async with running_server(create_app(settings, resources)) as base_url:
-        async with aiohttp.ClientSession() as http, http.get(f"{base_url}/health") as response:
-            body = await response.json()
-    assert response.status == 200
+def url_of(database: Database) -> str:
+    return database.engine.url.render_as_string(hide_password=False)
+
+
+async def get_json(url: str) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, await response.json()
+
+
+async def test_full_lifespan_with_the_built_in_simulator(database: Database) -> None:
+    """create_app opens the database, starts the simulator and the client, then closes them."""
+    settings = load_settings(database_url=url_of(database), novita_simulator=True)
+    app = create_app(settings)
+    async with running_server(app) as base_url:
+        status, body = await get_json(f"{base_url}/health")
+    assert status == 200, body
     assert body["status"] == "ok"
-    assert body["checks"]["database"]["status"] == "up"
+    checks = body["checks"]
+    assert isinstance(checks, dict)
+    assert checks["database"]["status"] == "up"
+    assert checks["novita"]["mode"] == "simulator"
+    assert checks["novita"]["breaker"] == "closed"
+    assert "127.0.0.1" not in str(body), "no hostnames in /health"
 
 
 async def test_health_is_503_when_the_database_does_not_answer() -> None:
@@ -28,24 +43,25 @@ async def test_health_is_503_when_the_database_does_not_answer() -> None:
     url = "postgresql+asyncpg://nobody:pw@127.0.0.1:1/none"
     settings = load_settings(database_url=url, novita_simulator=True)
     database = Database.from_url(url)
-    resources = Resources(settings=settings, clock=SystemClock(), database=database)
+    novita = NovitaClient("http://127.0.0.1:9/unused", "unused-key")
+    resources = Resources(
+        settings=settings, clock=SystemClock(), database=database, novita=novita
+    )
     try:
         async with running_server(create_app(settings, resources)) as base_url:
-            async with aiohttp.ClientSession() as http, http.get(f"{base_url}/health") as response:
-                body = await response.json()
+            status, body = await get_json(f"{base_url}/health")
     finally:
+        await novita.close()
         await database.close()
-    assert response.status == 503
+    assert status == 503
     assert body["status"] == "unavailable"
-    assert body["checks"]["database"]["status"] == "down"
-    assert "nobody" not in str(body) and "pw" not in str(body), "no credentials in /health"
+    assert body["checks"]["database"]["status"] == "down"  # type: ignore[index]
+    assert "nobody" not in str(body) and "unused-key" not in str(body)
 
 
 async def test_unknown_route_gets_the_error_body(database: Database) -> None:
-    settings = load_settings(database_url=str(database.engine.url), novita_simulator=True)
-    resources = Resources(settings=settings, clock=SystemClock(), database=database)
-    async with running_server(create_app(settings, resources)) as base_url:
-        async with aiohttp.ClientSession() as http, http.get(f"{base_url}/nope") as response:
-            body = await response.json()
-    assert response.status == 404
-    assert body["error"]["code"] == "NOT_FOUND"
+    settings = load_settings(database_url=url_of(database), novita_simulator=True)
+    async with running_server(create_app(settings)) as base_url:
+        status, body = await get_json(f"{base_url}/nope")
+    assert status == 404
+    assert body["error"]["code"] == "NOT_FOUND"  # type: ignore[index]
