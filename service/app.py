@@ -17,11 +17,20 @@ from service.api.errors import EXCEPTION_HANDLERS
 from service.api.health import health
 from service.resources import Resources, open_resources
 from service.settings import Settings
+from service.workers.loop import WorkerGroup
+from service.workers.registry import build_worker_loops
 
 
 def create_app(
-    settings: Settings, resources: Resources | None = None, *, migrate: bool = False
+    settings: Settings,
+    resources: Resources | None = None,
+    *,
+    migrate: bool = False,
+    run_workers: bool = True,
 ) -> Starlette:
+    """Build the app. With `run_workers`, the lifespan also runs every background worker
+    (stopped, each finishing its batch, before the resources close)."""
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         opened: AbstractAsyncContextManager[Resources] = (
@@ -30,7 +39,12 @@ def create_app(
             else open_resources(settings, migrate=migrate)
         )
         async with opened as live:
-            yield {"resources": live}
+            workers = WorkerGroup(build_worker_loops(live) if run_workers else [])
+            workers.start()
+            try:
+                yield {"resources": live, "workers": workers}
+            finally:
+                await workers.stop()
 
     routes = [Route("/health", health, methods=["GET"])]
     return Starlette(

@@ -7,7 +7,10 @@ Order: database (schema checked) → built-in simulator (if configured) → Novi
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +34,12 @@ class Resources:
     database: Database
     novita: NovitaClient
     simulator: Simulator | None = None
+    # Who holds claims and leases taken by this process (unique per process start).
+    owner: str = ""
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @asynccontextmanager
@@ -73,6 +82,11 @@ async def open_resources(
             novita="simulator" if simulator else "novita",
         )
         yield Resources(
-            settings=settings, clock=clock, database=database, novita=novita, simulator=simulator
+            settings=settings,
+            clock=clock,
+            database=database,
+            novita=novita,
+            simulator=simulator,
+            owner=new_owner_id(),
         )
         log.info("resources.closing")

@@ -1,0 +1,113 @@
+"""The loop every worker runs in (STYLE habit 7).
+
+A worker is an object with a `name` and an `async run_once() -> int` that does one batch
+of work and returns how much it did. `WorkerLoop` calls it until `stop()`:
+
+- when a batch did work, the next one starts at once; when it did none, the loop waits
+  `idle_interval` seconds (or until `stop()` / `wake()`),
+- an exception in one iteration is logged with its traceback and followed by a backoff
+  that grows to `max_backoff`; it never ends the loop,
+- cancellation is never swallowed, and `stop()` only sets an event: the batch in progress
+  (and its database write) finishes before the loop returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Worker(Protocol):
+    name: str
+
+    async def run_once(self) -> int:
+        """Do one batch of work; return how many items were handled."""
+        ...
+
+
+class WorkerLoop:
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        idle_interval: float = 1.0,
+        error_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.worker = worker
+        self.idle_interval = idle_interval
+        self.error_backoff = error_backoff
+        self.max_backoff = max_backoff
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.iterations = 0
+        self.failures = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Start the next batch now instead of after the idle wait (e.g. new work arrived)."""
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        log.info("worker.started", worker=self.worker.name)
+        consecutive_failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                done = await self.worker.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                consecutive_failures += 1
+                self.failures += 1
+                delay = min(self.max_backoff, self.error_backoff * 2 ** (consecutive_failures - 1))
+                log.exception("worker.iteration_failed", worker=self.worker.name, retry_in=delay)
+                await self._pause(delay)
+                continue
+            self.iterations += 1
+            consecutive_failures = 0
+            if not done:
+                await self._pause(self.idle_interval)
+        log.info("worker.stopped", worker=self.worker.name)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+
+class WorkerGroup:
+    """Runs several loops as tasks; `stop()` asks each to finish and waits for them."""
+
+    def __init__(self, loops: list[WorkerLoop], *, grace_period: float = 30.0) -> None:
+        self.loops = loops
+        self.grace_period = grace_period
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(loop.run(), name=f"worker:{loop.worker.name}")
+            for loop in self.loops
+        ]
+
+    async def stop(self) -> None:
+        for loop in self.loops:
+            loop.stop()
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(self._tasks, timeout=self.grace_period)
+        for task in pending:  # a batch stuck past the grace period is cancelled
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
