@@ -11,10 +11,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
+from service.api.auth import ApiKeyMiddleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.health import health
+from service.api.instances import ROUTES as instance_routes
+from service.api.request_id import RequestIdMiddleware
 from service.resources import Resources, open_resources
 from service.settings import Settings
 from service.workers.loop import WorkerGroup
@@ -46,9 +50,13 @@ def create_app(
             finally:
                 await workers.stop()
 
-    routes = [Route("/health", health, methods=["GET"])]
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Mount("/api", routes=instance_routes, middleware=[Middleware(ApiKeyMiddleware)]),
+    ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RequestIdMiddleware)],
     )

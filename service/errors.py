@@ -5,9 +5,15 @@
     ├── ConfigError                 bad or missing configuration (CLI exit code 2)
     ├── DatabaseError               the database is unreachable or not at the right schema
     │   └── SchemaMismatchError     database revision differs from the code's head
+    ├── RequestError                a client request that cannot be processed as sent
+    │   ├── MalformedRequestError   not JSON, wrong shape (400)
+    │   ├── ValidationFailedError   fields fail validation; one entry per field (422)
+    │   ├── PayloadTooLargeError    body over the limit (413)
+    │   └── AuthenticationError     missing or wrong API key (401)
     ├── DomainError                 a request the lifecycle rules refuse
     │   ├── InstanceNotFoundError   no instance with that id
     │   ├── IllegalTransitionError  the state machine does not allow this change
+    │   ├── InstanceBusyError       the instance is mid-operation; retry shortly
     │   └── IdempotencyConflictError same key, different body, or still in flight
     └── UpstreamError               Novita failed; `service.novita.errors` refines it
 """
@@ -46,6 +52,41 @@ class SchemaMismatchError(DatabaseError):
     code = "SCHEMA_MISMATCH"
 
 
+class RequestError(ServiceError):
+    """The request cannot be processed as sent."""
+
+    code = "BAD_REQUEST"
+
+
+class MalformedRequestError(RequestError):
+    """The request body is not valid JSON of the expected shape."""
+
+    code = "MALFORMED_REQUEST"
+
+
+class ValidationFailedError(RequestError):
+    """Some fields are invalid."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, fields: list[dict[str, Any]], message: str | None = None) -> None:
+        names = ", ".join(str(item["field"]) for item in fields) or "request"
+        super().__init__(message or f"invalid fields: {names}", fields=fields)
+        self.fields = fields
+
+
+class PayloadTooLargeError(RequestError):
+    """The request body is larger than allowed."""
+
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class AuthenticationError(RequestError):
+    """A valid API key is required: send `Authorization: Bearer <key>`."""
+
+    code = "UNAUTHORIZED"
+
+
 class DomainError(ServiceError):
     """The request breaks a lifecycle rule."""
 
@@ -73,6 +114,12 @@ class IllegalTransitionError(DomainError):
         self.instance_id = instance_id
         self.current = current
         self.requested = requested
+
+
+class InstanceBusyError(DomainError):
+    """The instance is in the middle of an operation; retry shortly."""
+
+    code = "INSTANCE_BUSY"
 
 
 class IdempotencyConflictError(DomainError):

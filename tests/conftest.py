@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-pytest_plugins = ("tests.plugins.database", "tests.plugins.simulator")
+pytest_plugins = ("tests.plugins.database", "tests.plugins.simulator", "tests.plugins.service")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,26 +16,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.errors import (
+    AuthenticationError,
     DatabaseError,
     DomainError,
     IdempotencyConflictError,
     IllegalTransitionError,
+    InstanceBusyError,
     InstanceNotFoundError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+    RequestError,
     ServiceError,
     UpstreamError,
+    ValidationFailedError,
 )
+from service.lifecycle import InstanceLostError, NoCapacityToStartError, ProviderStateConflictError
+from service.novita.errors import NovitaError, NovitaRateLimitedError, NovitaUnavailableError
 
 log = structlog.get_logger(__name__)
 
 # Most specific class first: the first match wins.
 STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
+    (MalformedRequestError, 400),
+    (AuthenticationError, 401),
+    (PayloadTooLargeError, 413),
+    (ValidationFailedError, 422),
+    (RequestError, 400),
     (InstanceNotFoundError, 404),
     (IllegalTransitionError, 409),
+    (InstanceBusyError, 409),
     (IdempotencyConflictError, 409),
     (DomainError, 422),
     (DatabaseError, 503),
+    (NoCapacityToStartError, 409),
+    (ProviderStateConflictError, 409),
+    (InstanceLostError, 409),
+    (NovitaUnavailableError, 503),
+    (NovitaRateLimitedError, 503),
     (UpstreamError, 502),
 )
+DEFAULT_RETRY_AFTER = 5
 
 HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -82,12 +102,32 @@ def status_for(error: ServiceError) -> int:
     return 500
 
 
+def headers_for(error: ServiceError, status: int) -> dict[str, str]:
+    if isinstance(error, AuthenticationError):
+        return {"WWW-Authenticate": 'Bearer realm="novita-lifecycle"'}
+    if status in (503, 429) or isinstance(error, InstanceBusyError):
+        retry_after = getattr(error, "retry_after", None) or DEFAULT_RETRY_AFTER
+        return {"Retry-After": str(max(1, round(retry_after)))}
+    return {}
+
+
+def details_for(error: ServiceError) -> object:
+    if isinstance(error, ValidationFailedError):
+        return {"fields": error.fields}
+    if isinstance(error, NovitaError):
+        # What Novita said, not how we reached it (no endpoint, no metadata echo).
+        return {"providerStatus": error.status, "providerReason": error.reason}
+    return error.details or None
+
+
 async def service_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     status = status_for(exc)
     if status >= 500:
         log.warning("http.service_error", code=exc.code, status=status, error=exc.message)
-    return error_response(request, status, exc.code, exc.message, exc.details or None)
+    return error_response(
+        request, status, exc.code, exc.message, details_for(exc), headers_for(exc, status)
+    )
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:

@@ -11,6 +11,7 @@ changes can neither lose an event nor interleave.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -386,3 +387,94 @@ async def list_outbox(
     if statuses:
         query = query.where(outbox.c.status.in_(statuses))
     return [_outbox_from_row(row) for row in await conn.execute(query)]
+
+
+async def append_note(
+    conn: AsyncConnection,
+    instance_id: str,
+    *,
+    kind: str,
+    source: EventSource,
+    now: datetime,
+    reason: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> InstanceEvent:
+    """Record something that happened to an instance without changing its status
+    (e.g. a start refused for lack of capacity). No notification is queued for it."""
+    current = await get_instance(conn, instance_id, for_update=True)
+    seq = current.event_seq + 1
+    await _update_instance(
+        conn, current, {"event_seq": seq, "version": current.version + 1, "updated_at": now}
+    )
+    result = await conn.execute(
+        instance_events.insert()
+        .values(
+            instance_id=instance_id,
+            seq=seq,
+            at=now,
+            source=source.value,
+            kind=kind,
+            from_status=current.status.value,
+            to_status=current.status.value,
+            provider_status=current.provider_status,
+            reason=reason,
+            detail=dict(detail or {}),
+        )
+        .returning(instance_events)
+    )
+    return _event_from_row(result.one())
+
+
+async def set_last_used(
+    conn: AsyncConnection, instance_id: str, at: datetime, *, now: datetime
+) -> Instance:
+    """Record a heartbeat; an older heartbeat than the one stored changes nothing."""
+    current = await get_instance(conn, instance_id, for_update=True)
+    if current.last_used_at is None or at > current.last_used_at:
+        await _update_instance(
+            conn, current, {"last_used_at": at, "updated_at": now, "version": current.version + 1}
+        )
+    return await get_instance(conn, instance_id)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceFilter:
+    statuses: tuple[Status, ...] = ()
+    region: str | None = None
+    product: str | None = None
+    name: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+async def list_instances(
+    conn: AsyncConnection,
+    where: InstanceFilter,
+    *,
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+) -> list[Instance]:
+    """Newest first, in the stable order (created_at, id) descending; `before` is the
+    (created_at, id) of the last row of the previous page."""
+    c = instances.c
+    query = sa.select(instances)
+    if where.statuses:
+        query = query.where(c.status.in_([status.value for status in where.statuses]))
+    if where.region is not None:
+        query = query.where(c.region == where.region)
+    if where.product is not None:
+        query = query.where(sa.or_(c.product_name == where.product, c.product_id == where.product))
+    if where.name is not None:
+        query = query.where(c.name == where.name)
+    for key, value in where.labels:
+        query = query.where(c.labels[key].as_string() == value)
+    if before is not None:
+        # Spelled out (not a row-value comparison) so each bind takes its column's type.
+        created_at, instance_id = before
+        query = query.where(
+            sa.or_(
+                c.created_at < created_at,
+                sa.and_(c.created_at == created_at, c.id < instance_id),
+            )
+        )
+    query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+    return [_instance_from_row(row) for row in await conn.execute(query)]

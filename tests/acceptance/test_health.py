@@ -44,9 +44,7 @@ async def test_health_is_503_when_the_database_does_not_answer() -> None:
     settings = load_settings(database_url=url, novita_simulator=True)
     database = Database.from_url(url)
     novita = NovitaClient("http://127.0.0.1:9/unused", "unused-key")
-    resources = Resources(
-        settings=settings, clock=SystemClock(), database=database, novita=novita
-    )
+    resources = Resources(settings=settings, clock=SystemClock(), database=database, novita=novita)
     try:
         async with running_server(create_app(settings, resources)) as base_url:
             status, body = await get_json(f"{base_url}/health")

@@ -1,0 +1,90 @@
+"""Reading request bodies: size limit, JSON parsing and pydantic validation → clear 4xx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from service.errors import MalformedRequestError, PayloadTooLargeError, ValidationFailedError
+
+M = TypeVar("M", bound=BaseModel)
+DEFAULT_BODY_LIMIT = 1024 * 1024
+
+
+async def read_body(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise MalformedRequestError("the client disconnected before sending the body") from None
+    return b"".join(chunks)
+
+
+def parse_json_object(raw: bytes, *, empty_ok: bool = False) -> dict[str, Any]:
+    if not raw.strip():
+        if empty_ok:
+            return {}
+        raise MalformedRequestError("the request needs a JSON object body")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedRequestError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedRequestError("the body must be a JSON object")
+    return value
+
+
+def _field_name(location: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in location if part not in ("function-after", "function-before")]
+    return ".".join(parts) or "body"
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    """Validate `data`; a model may add cross-field rules with a `problems()` method."""
+    try:
+        result = model.model_validate(data)
+    except ValidationError as exc:
+        fields = []
+        for error in exc.errors(include_url=False):
+            location = tuple(
+                part
+                for part in error["loc"]
+                if not (isinstance(part, str) and ("[" in part or part.startswith("function")))
+            )
+            entry: dict[str, Any] = {
+                "field": _field_name(location),
+                "message": str(error["msg"]).removeprefix("Value error, "),
+            }
+            if error["type"] != "missing" and "input" in error:
+                entry["value"] = _jsonable(error["input"])
+            fields.append(entry)
+        raise ValidationFailedError(fields) from None
+    problems = getattr(result, "problems", None)
+    found: list[tuple[str, str]] = problems() if callable(problems) else []
+    if found:
+        raise ValidationFailedError(
+            [
+                {"field": field, "message": message, "value": data.get(field)}
+                for field, message in found
+            ]
+        )
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value

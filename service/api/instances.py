@@ -1,0 +1,258 @@
+"""`/api/instances`: HTTP in, JSON out. The rules live in `service.lifecycle`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.api.bodies import parse_json_object, read_body, validate
+from service.api.schemas import CreateInstanceBody, LastUsedBody
+from service.db import repository as repo
+from service.domain import InstanceSpec, Status
+from service.errors import ValidationFailedError
+from service.lifecycle import Lifecycle
+from service.presenters import event_view, instance_view
+from service.resources import Resources
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+MAX_IDEMPOTENCY_KEY = 255
+# A heartbeat may be a little ahead of our clock (client clock skew); more is refused.
+HEARTBEAT_SKEW = timedelta(seconds=30)
+
+
+def _resources(request: Request) -> Resources:
+    resources: Resources = request.state.resources
+    return resources
+
+
+def _lifecycle(request: Request) -> Lifecycle:
+    return Lifecycle(_resources(request))
+
+
+def _invalid(field: str, message: str, value: Any = None) -> ValidationFailedError:
+    entry: dict[str, Any] = {"field": field, "message": message}
+    if value is not None:
+        entry["value"] = value
+    return ValidationFailedError([entry])
+
+
+def _spec_from(body: CreateInstanceBody) -> InstanceSpec:
+    return InstanceSpec(
+        name=body.name,
+        gpu_num=body.gpu_num,
+        rootfs_size=body.rootfs_size,
+        billing_mode=body.billing_mode,
+        product_name=body.product_name,
+        product_id=body.product_id,
+        template_id=body.template_id,
+        image_url=body.image_url,
+        image_auth_id=body.image_auth_id,
+        region=body.region,
+        regions=tuple(body.regions),
+        ports=tuple({"port": p.port, "type": p.type} for p in body.ports),
+        envs=tuple({"key": e.key, "value": e.value} for e in body.envs),
+        webhook_url=body.webhook_url,
+        labels=dict(body.labels),
+        readiness=body.readiness.model_dump() if body.readiness else None,
+        auto_stop=body.auto_stop.model_dump(by_alias=True) if body.auto_stop else None,
+    )
+
+
+def request_fingerprint(data: dict[str, Any]) -> str:
+    """Same JSON object → same fingerprint, whatever its key order or spacing."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _location(instance_id: str) -> str:
+    return f"/api/instances/{instance_id}"
+
+
+async def create_instance(request: Request) -> JSONResponse:
+    data = parse_json_object(await read_body(request))
+    body = validate(CreateInstanceBody, data)
+    settings = _resources(request).settings
+    if body.webhook_url is not None and settings.webhook_secret is None:
+        raise _invalid(
+            "webhookUrl",
+            "this service has no WEBHOOK_SECRET configured, so it cannot sign notifications; "
+            "it never sends unsigned ones",
+            body.webhook_url,
+        )
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
+        raise _invalid("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+    fingerprint = request_fingerprint(data)
+    created = await _lifecycle(request).create(
+        _spec_from(body),
+        caller=request.state.caller,
+        idempotency_key=key,
+        fingerprint=fingerprint,
+    )
+    headers = {"Location": _location(str(created.body["id"]))}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(created.body, status_code=created.status, headers=headers)
+
+
+def _encode_cursor(created_at: datetime, instance_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), instance_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, instance_id = json.loads(base64.urlsafe_b64decode(padded))
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None or not isinstance(instance_id, str):
+            raise ValueError("bad cursor")
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise _invalid("cursor", "is not a cursor this API returned", cursor) from None
+    return when, instance_id
+
+
+def _limit(request: Request, default: int = DEFAULT_PAGE) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise _invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}", raw)
+    return int(raw)
+
+
+def _statuses(request: Request) -> tuple[Status, ...]:
+    values = [
+        part.strip()
+        for raw in request.query_params.getlist("status")
+        for part in raw.split(",")
+        if part.strip()
+    ]
+    try:
+        return tuple(Status(value) for value in values)
+    except ValueError:
+        known = ", ".join(status.value for status in Status)
+        raise _invalid("status", f"must be one of {known}", ",".join(values)) from None
+
+
+def _labels(request: Request) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for raw in request.query_params.getlist("label"):
+        separator = ":" if ":" in raw else "="
+        key, found, value = raw.partition(separator)
+        if not found or not key:
+            raise _invalid("label", "must be KEY:VALUE (or KEY=VALUE)", raw)
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+async def list_instances(request: Request) -> JSONResponse:
+    params = request.query_params
+    limit = _limit(request)
+    cursor = params.get("cursor")
+    where = repo.InstanceFilter(
+        statuses=_statuses(request),
+        region=params.get("region") or None,
+        product=params.get("product") or None,
+        name=params.get("name") or None,
+        labels=_labels(request),
+    )
+    before = _decode_cursor(cursor) if cursor else None
+    async with _resources(request).database.read() as conn:
+        page = await repo.list_instances(conn, where, limit=limit + 1, before=before)
+    more = len(page) > limit
+    page = page[:limit]
+    next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    return JSONResponse({"items": [instance_view(i) for i in page], "nextCursor": next_cursor})
+
+
+async def get_instance(request: Request) -> JSONResponse:
+    instance = await _lifecycle(request).get(request.path_params["instance_id"])
+    return JSONResponse(instance_view(instance))
+
+
+async def list_events(request: Request) -> JSONResponse:
+    instance = await _lifecycle(request).get(request.path_params["instance_id"])
+    limit = _limit(request, default=100)
+    raw_after = request.query_params.get("cursor", "0")
+    if not raw_after.isdigit():
+        raise _invalid("cursor", "is not a cursor this API returned", raw_after)
+    async with _resources(request).database.read() as conn:
+        events = await repo.list_events(
+            conn, instance.id, after_seq=int(raw_after), limit=limit + 1
+        )
+    more = len(events) > limit
+    events = events[:limit]
+    return JSONResponse(
+        {
+            "instanceId": instance.id,
+            "items": [event_view(e) for e in events],
+            "nextCursor": str(events[-1].seq) if more else None,
+        }
+    )
+
+
+async def _action(request: Request, name: str) -> JSONResponse:
+    lifecycle = _lifecycle(request)
+    instance_id = request.path_params["instance_id"]
+    actions = {
+        "start": lifecycle.start,
+        "stop": lifecycle.stop,
+        "restart": lifecycle.restart,
+        "delete": lifecycle.delete,
+    }
+    instance = await actions[name](instance_id)
+    return JSONResponse(instance_view(instance), status_code=202)
+
+
+async def start_instance(request: Request) -> JSONResponse:
+    return await _action(request, "start")
+
+
+async def stop_instance(request: Request) -> JSONResponse:
+    return await _action(request, "stop")
+
+
+async def restart_instance(request: Request) -> JSONResponse:
+    return await _action(request, "restart")
+
+
+async def delete_instance(request: Request) -> JSONResponse:
+    return await _action(request, "delete")
+
+
+async def put_last_used(request: Request) -> JSONResponse:
+    data = parse_json_object(await read_body(request), empty_ok=True)
+    body = validate(LastUsedBody, data)
+    now = _resources(request).clock.now()
+    at = body.last_used_at
+    if at is not None:
+        if at.tzinfo is None:
+            raise _invalid("lastUsedAt", "must include a time zone (e.g. 2026-01-01T12:00:00Z)")
+        if at > now + HEARTBEAT_SKEW:
+            raise _invalid("lastUsedAt", "is in the future", data.get("lastUsedAt"))
+        at = min(at, now)
+    instance = await _lifecycle(request).touch(request.path_params["instance_id"], at)
+    return JSONResponse(instance_view(instance))
+
+
+ROUTES = [
+    Route("/instances", create_instance, methods=["POST"]),
+    Route("/instances", list_instances, methods=["GET"]),
+    Route("/instances/{instance_id}", get_instance, methods=["GET"]),
+    Route("/instances/{instance_id}", delete_instance, methods=["DELETE"]),
+    Route("/instances/{instance_id}/events", list_events, methods=["GET"]),
+    Route("/instances/{instance_id}/start", start_instance, methods=["POST"]),
+    Route("/instances/{instance_id}/stop", stop_instance, methods=["POST"]),
+    Route("/instances/{instance_id}/restart", restart_instance, methods=["POST"]),
+    Route("/instances/{instance_id}/last-used", put_last_used, methods=["PUT"]),
+]

@@ -1,0 +1,163 @@
+"""Request bodies of the REST API, validated with pydantic at the edge.
+
+`CreateInstanceBody` also accepts what clients of the earlier Express service send
+(`name, productName, templateId` as a string, `gpuNum, rootfsSize, region, webhookUrl,
+billingMode`) and the Novita string form of ports (`"8888/http,22/tcp"`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+)
+
+RESERVED_PORTS = range(2222, 2225)
+MAX_PORTS = 15
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _not_reserved(port: int) -> int:
+    if port in RESERVED_PORTS:
+        raise ValueError("ports 2222-2224 are reserved by Novita")
+    return port
+
+
+Port = Annotated[int, Field(ge=1, le=65535), AfterValidator(_not_reserved)]
+
+
+class PortSpec(_Body):
+    port: Port
+    type: Literal["http", "tcp"] = "http"
+
+
+def _parse_port_string(value: Any) -> Any:
+    """`"8888/http, 22/tcp"` → `[{"port": 8888, "type": "http"}, ...]` (Novita's form)."""
+    if not isinstance(value, str):
+        return value
+    ports: list[dict[str, Any]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        number, _, kind = item.partition("/")
+        if not number.strip().isdigit():
+            raise ValueError(f"{item!r} is not PORT/TYPE, e.g. 8888/http")
+        ports.append({"port": int(number), "type": (kind.strip() or "http").lower()})
+    return ports
+
+
+def _unique_ports(ports: list[PortSpec]) -> list[PortSpec]:
+    numbers = [spec.port for spec in ports]
+    duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"port {duplicates[0]} is listed more than once")
+    return ports
+
+
+class EnvVar(_Body):
+    key: str = Field(min_length=1, max_length=511, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str = Field(max_length=4095)
+
+
+class Readiness(_Body):
+    """Which ports the readiness probe checks (default: every HTTP port) and the HTTP path."""
+
+    ports: list[Port] | None = Field(default=None, max_length=MAX_PORTS)
+    path: str = Field(default="/", max_length=1024, pattern=r"^/")
+
+
+class AutoStop(_Body):
+    idle_minutes: int = Field(alias="idleMinutes", ge=1, le=10080)
+    action: Literal["stop", "delete"] = "stop"
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            "must be 1-100 characters: letters, digits, spaces, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _check_labels(value: dict[str, str]) -> dict[str, str]:
+    for key, label in value.items():
+        if not _LABEL_KEY.match(key):
+            raise ValueError(f"label key {key!r} must be 1-63 of letters, digits, . _ / -")
+        if len(label) > 255:
+            raise ValueError(f"label {key!r} is longer than 255 characters")
+    return value
+
+
+def _str_id(value: Any) -> Any:
+    # The earlier service's clients send templateId as a string; numbers are fine too.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Region = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class CreateInstanceBody(_Body):
+    name: Annotated[str, AfterValidator(_check_name)]
+    product_name: str | None = Field(
+        default=None, alias="productName", min_length=1, max_length=255
+    )
+    product_id: str | None = Field(default=None, alias="productId", min_length=1, max_length=255)
+    template_id: (
+        Annotated[str, BeforeValidator(_str_id), Field(min_length=1, max_length=64)] | None
+    ) = Field(default=None, alias="templateId")
+    image_url: str | None = Field(default=None, alias="imageUrl", min_length=1, max_length=500)
+    image_auth_id: str | None = Field(
+        default=None, alias="imageAuthId", min_length=1, max_length=255
+    )
+    gpu_num: int = Field(default=1, alias="gpuNum", ge=1, le=8)
+    rootfs_size: int | None = Field(default=None, alias="rootfsSize", ge=10, le=6144)
+    billing_mode: Literal["spot", "onDemand", "monthly"] = Field(
+        default="onDemand", alias="billingMode"
+    )
+    region: Region | None = None
+    regions: list[Region] = Field(default_factory=list, max_length=32)
+    ports: Annotated[
+        list[PortSpec],
+        BeforeValidator(_parse_port_string),
+        AfterValidator(_unique_ports),
+        Field(max_length=MAX_PORTS),
+    ] = Field(default_factory=list)
+    envs: list[EnvVar] = Field(default_factory=list, max_length=100)
+    webhook_url: Annotated[str | None, Field(alias="webhookUrl", max_length=2048)] = None
+    labels: Annotated[dict[str, str], AfterValidator(_check_labels)] = Field(
+        default_factory=dict, max_length=50
+    )
+    readiness: Readiness | None = None
+    auto_stop: AutoStop | None = Field(default=None, alias="autoStop")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Rules across fields, reported against the field a client should fix."""
+        found: list[tuple[str, str]] = []
+        if not self.product_name and not self.product_id:
+            found.append(("productName", "productName or productId is required"))
+        if not self.template_id and not self.image_url:
+            found.append(("templateId", "templateId or imageUrl is required"))
+        if self.webhook_url is not None and not _HTTP_URL.match(self.webhook_url):
+            found.append(("webhookUrl", "must be an http:// or https:// URL"))
+        keys = [env.key for env in self.envs]
+        if len(keys) != len(set(keys)):
+            found.append(("envs", "the same key is given more than once"))
+        return found
+
+
+class LastUsedBody(_Body):
+    last_used_at: datetime | None = Field(default=None, alias="lastUsedAt")

@@ -1,0 +1,257 @@
+"""What a client can ask of an instance: create, start, stop, restart, delete, heartbeat.
+
+The HTTP layer parses and presents; this module applies the lifecycle rules, calls Novita
+and records the outcome through the single state-change function. End states (`running`,
+`stopped`, `deleted`) are never set here: only the provider's confirmation, observed by
+the reconciler, sets them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from service.db import idempotency
+from service.db import repository as repo
+from service.domain import EventSource, Instance, InstanceSpec, Status
+from service.errors import (
+    IllegalTransitionError,
+    InstanceBusyError,
+    InstanceNotFoundError,
+    UpstreamError,
+)
+from service.novita.errors import (
+    NovitaCapacityError,
+    NovitaError,
+    NovitaInvalidStateError,
+    NovitaNotFoundError,
+)
+from service.presenters import instance_view
+from service.resources import Resources
+
+log = structlog.get_logger(__name__)
+
+START_FROM = frozenset({Status.STOPPED, Status.INTERRUPTED})
+STOP_FROM = frozenset({Status.RUNNING, Status.READY})
+RESTART_FROM = frozenset({Status.RUNNING, Status.READY})
+NOT_DELETABLE = frozenset({Status.DELETING, Status.DELETED})
+
+
+class NoCapacityToStartError(UpstreamError):
+    """Novita has no capacity to start the instance now; it stays stopped."""
+
+    code = "INSUFFICIENT_CAPACITY"
+
+
+class ProviderStateConflictError(UpstreamError):
+    """Novita refused the change for the instance's current provider state."""
+
+    code = "PROVIDER_STATE_CONFLICT"
+
+
+class InstanceLostError(UpstreamError):
+    """Novita no longer has this instance."""
+
+    code = "INSTANCE_LOST"
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+class Lifecycle:
+    def __init__(self, resources: Resources) -> None:
+        self.db = resources.database
+        self.novita = resources.novita
+        self.clock = resources.clock
+
+    def _now(self) -> datetime:
+        return self.clock.now()
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(
+        self, spec: InstanceSpec, *, caller: str, idempotency_key: str | None, fingerprint: str
+    ) -> Created:
+        """Record a `pending` instance; the provisioner submits it to Novita."""
+        if idempotency_key is not None:
+            async with self.db.transaction() as conn:
+                stored = await idempotency.reserve(
+                    conn, caller, idempotency_key, fingerprint, now=self._now()
+                )
+            if stored is not None:
+                return Created(stored.status, stored.body, replayed=True)
+        try:
+            async with self.db.transaction() as conn:
+                now = self._now()
+                result = await repo.insert_instance(conn, spec, now=now)
+                body = instance_view(result.instance)
+                if idempotency_key is not None:
+                    await idempotency.complete(
+                        conn, caller, idempotency_key, status=202, body=body, now=now
+                    )
+        except BaseException:
+            if idempotency_key is not None:
+                async with self.db.transaction() as conn:
+                    await idempotency.release(conn, caller, idempotency_key)
+            raise
+        log.info("instance.accepted", instance_id=result.instance.id, name=spec.name)
+        return Created(202, body, replayed=False)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, id_or_novita_id: str) -> Instance:
+        async with self.db.read() as conn:
+            instance = await repo.find_instance(conn, id_or_novita_id)
+        if instance is None:
+            raise InstanceNotFoundError(
+                f"no instance with id {id_or_novita_id!r}", instanceId=id_or_novita_id
+            )
+        return instance
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def start(self, id_or_novita_id: str) -> Instance:
+        instance = await self._for_action(id_or_novita_id, START_FROM, Status.STARTING)
+        assert instance.novita_instance_id is not None
+        try:
+            await self.novita.start_instance(instance.novita_instance_id)
+        except NovitaCapacityError as exc:
+            async with self.db.transaction() as conn:
+                await repo.append_note(
+                    conn,
+                    instance.id,
+                    kind="start_failed",
+                    source=EventSource.API,
+                    now=self._now(),
+                    reason="no_capacity",
+                    detail={"providerReason": exc.reason, "message": exc.message},
+                )
+            raise NoCapacityToStartError(
+                "Novita has no capacity to start this instance now; it stays "
+                f"{instance.status.value}. Try again later.",
+                instanceId=instance.id,
+                providerReason=exc.reason,
+            ) from None
+        except NovitaError as exc:
+            raise await self._translate_action_error(instance, "start", exc) from None
+        return await self._move(instance, Status.STARTING, kind="start_requested")
+
+    async def stop(self, id_or_novita_id: str) -> Instance:
+        instance = await self._for_action(id_or_novita_id, STOP_FROM, Status.STOPPING)
+        assert instance.novita_instance_id is not None
+        try:
+            await self.novita.stop_instance(instance.novita_instance_id)
+        except NovitaError as exc:
+            raise await self._translate_action_error(instance, "stop", exc) from None
+        return await self._move(instance, Status.STOPPING, kind="stop_requested")
+
+    async def restart(self, id_or_novita_id: str) -> Instance:
+        instance = await self._for_action(id_or_novita_id, RESTART_FROM, Status.STARTING)
+        assert instance.novita_instance_id is not None
+        try:
+            await self.novita.restart_instance(instance.novita_instance_id)
+        except NovitaError as exc:
+            raise await self._translate_action_error(instance, "restart", exc) from None
+        return await self._move(instance, Status.STARTING, kind="restart_requested")
+
+    async def delete(self, id_or_novita_id: str) -> Instance:
+        instance = await self.get(id_or_novita_id)
+        if instance.status in NOT_DELETABLE:
+            raise IllegalTransitionError(instance.id, instance.status.value, "deleting")
+        if instance.novita_instance_id is None:
+            return await self._delete_unsubmitted(instance)
+        try:
+            await self.novita.delete_instance(instance.novita_instance_id)
+        except NovitaNotFoundError:
+            # Already gone at Novita: still `deleting` here until the reconciler confirms.
+            log.info("instance.delete_already_gone", instance_id=instance.id)
+        except NovitaError as exc:
+            raise await self._translate_action_error(instance, "delete", exc) from None
+        return await self._move(instance, Status.DELETING, kind="delete_requested")
+
+    async def touch(self, id_or_novita_id: str, at: datetime | None) -> Instance:
+        now = self._now()
+        instance = await self.get(id_or_novita_id)
+        if instance.is_terminal:
+            raise IllegalTransitionError(instance.id, instance.status.value, "used")
+        async with self.db.transaction() as conn:
+            return await repo.set_last_used(conn, instance.id, at or now, now=now)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _for_action(
+        self, id_or_novita_id: str, allowed_from: frozenset[Status], target: Status
+    ) -> Instance:
+        instance = await self.get(id_or_novita_id)
+        if instance.status not in allowed_from or instance.novita_instance_id is None:
+            raise IllegalTransitionError(instance.id, instance.status.value, target.value)
+        return instance
+
+    async def _move(self, instance: Instance, target: Status, *, kind: str) -> Instance:
+        async with self.db.transaction() as conn:
+            result = await repo.change_status(
+                conn, instance.id, target, source=EventSource.API, now=self._now(), kind=kind
+            )
+        log.info("instance.action", instance_id=instance.id, action=kind, status=target.value)
+        return result.instance
+
+    async def _delete_unsubmitted(self, instance: Instance) -> Instance:
+        """Nothing exists at Novita unless a create is under way: only then must we wait."""
+        now = self._now()
+        claimed = instance.claim_expires_at is not None and instance.claim_expires_at > now
+        if instance.submitted_at is not None or claimed:
+            raise InstanceBusyError(
+                "the instance is being submitted to Novita right now; retry the delete in a "
+                "few seconds",
+                instanceId=instance.id,
+            )
+        async with self.db.transaction() as conn:
+            await repo.change_status(
+                conn,
+                instance.id,
+                Status.DELETING,
+                source=EventSource.API,
+                now=now,
+                kind="delete_requested",
+            )
+            result = await repo.change_status(
+                conn,
+                instance.id,
+                Status.DELETED,
+                source=EventSource.API,
+                now=now,
+                kind="deleted",
+                reason="never_submitted",
+                detail={"note": "never submitted to Novita; nothing to release"},
+            )
+        return result.instance
+
+    async def _translate_action_error(
+        self, instance: Instance, action: str, exc: NovitaError
+    ) -> Exception:
+        if isinstance(exc, NovitaInvalidStateError):
+            provider_status = await self._provider_status(instance)
+            return ProviderStateConflictError(
+                f"Novita refused to {action} the instance in its current state "
+                f"({provider_status or 'unknown'}); its record will catch up shortly",
+                instanceId=instance.id,
+                currentStatus=instance.status.value,
+                providerStatus=provider_status,
+            )
+        if isinstance(exc, NovitaNotFoundError):
+            return InstanceLostError("Novita no longer has this instance", instanceId=instance.id)
+        return exc
+
+    async def _provider_status(self, instance: Instance) -> str | None:
+        assert instance.novita_instance_id is not None
+        try:
+            return (await self.novita.get_instance(instance.novita_instance_id)).status
+        except NovitaError:
+            return None

@@ -1,0 +1,88 @@
+"""The whole service under test: real app, real uvicorn on loopback, real database, the
+simulator as Novita, and an injected ManualClock shared by all of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.app import create_app
+from service.clock import ManualClock
+from service.db.engine import Database
+from service.novita import NovitaClient
+from service.resources import Resources, new_owner_id
+from service.settings import Settings, load_settings
+from service.simulator import Simulator
+from tests.support.server import running_server
+
+API_KEY = "test-api-key-0123456789"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@dataclass
+class ServiceUnderTest:
+    base_url: str
+    http: aiohttp.ClientSession
+    resources: Resources
+    simulator: Simulator
+    clock: ManualClock
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEY}"}
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        all_headers = {**(self.auth if auth else {}), **(headers or {})}
+        async with self.http.request(
+            method, f"{self.base_url}{path}", json=json, data=data, headers=all_headers
+        ) as response:
+            text = await response.text()
+            body = await response.json(content_type=None) if text else None
+            return response.status, body, response.headers
+
+
+def service_settings(database: Database, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database.engine.url.render_as_string(hide_password=False),
+        "novita_simulator": True,
+        "api_keys": API_KEY,
+        "webhook_secret": WEBHOOK_SECRET,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+async def service(
+    database: Database, simulator: Simulator, sim_api_key: str, sim_clock: ManualClock
+) -> AsyncIterator[ServiceUnderTest]:
+    """The app with workers off (tests drive workers themselves), talking to the simulator."""
+    settings = service_settings(database)
+    novita = NovitaClient(simulator.base_url, sim_api_key, clock=sim_clock, max_attempts=1)
+    resources = Resources(
+        settings=settings,
+        clock=sim_clock,
+        database=database,
+        novita=novita,
+        simulator=simulator,
+        owner=new_owner_id(),
+    )
+    try:
+        app = create_app(settings, resources, run_workers=False)
+        async with running_server(app) as base_url, aiohttp.ClientSession() as http:
+            yield ServiceUnderTest(base_url, http, resources, simulator, sim_clock)
+    finally:
+        await novita.close()
