@@ -41,7 +41,7 @@ if [ "$(id -u)" = 0 ]; then
   if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -q "^$version main$"; then
     pg_createcluster "$version" main >/dev/null
   fi
-  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || true
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
   port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
   wait_ready "$port"
   as_postgres() { su postgres -s /bin/sh -c "cd / && psql -p $port -v ON_ERROR_STOP=1 -qtAc \"$1\""; }

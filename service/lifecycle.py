@@ -107,8 +107,7 @@ class Lifecycle:
     # -- reads -----------------------------------------------------------------------------
 
     async def get(self, id_or_novita_id: str) -> Instance:
-        async with self.db.read() as conn:
-            instance = await repo.find_instance(conn, id_or_novita_id)
+        instance = await repo.find_instance_fast(self.db, id_or_novita_id)
         if instance is None:
             raise InstanceNotFoundError(
                 f"no instance with id {id_or_novita_id!r}", instanceId=id_or_novita_id

@@ -13,8 +13,9 @@ from typing import Any
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from service.api.responses import JSONResponse
 from service.errors import (
     AuthenticationError,
     DatabaseError,

@@ -6,9 +6,9 @@ It names states, never hosts, URLs or credentials.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from service import __version__
+from service.api.responses import JSONResponse
 from service.resources import Resources
 
 

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.api.bodies import parse_json_object, read_body, validate
+from service.api.responses import JSONResponse
 from service.api.schemas import CreateInstanceBody, LastUsedBody
 from service.db import repository as repo
 from service.domain import InstanceSpec, Status

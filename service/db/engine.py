@@ -4,18 +4,29 @@ SQLite is configured deliberately: WAL (readers never block the writer), `busy_t
 (a writer waits instead of failing at once), foreign keys on, and writers start with
 `BEGIN IMMEDIATE`, so two writers never both read and then deadlock on the upgrade to a
 write lock. PostgreSQL writers lock the rows they change (`SELECT ... FOR UPDATE`).
+
+Reads take a cheaper path than writes. On PostgreSQL they run in autocommit (no BEGIN and
+ROLLBACK round trips). On SQLite, aiosqlite hands every call to a thread and back, which
+costs far more than a point read itself (and the threads fight over the GIL), so reads
+use `query_only` connections whose calls run inline on the event loop: in WAL mode a
+reader never waits for a lock, so an indexed read blocks the loop for microseconds.
+Long scans (reports) should use `read(inline=False)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosqlite
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from service.db.point_reads import InstancePointReader
 
 _BEGIN_OPTION = "novita_sqlite_begin"
 
@@ -26,19 +37,57 @@ def create_engine(
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url, sqlite_busy_timeout_ms, echo)
+    # No pool_pre_ping: it costs a round trip per checkout on the hot read path. A dead
+    # connection fails its first statement, is invalidated, and that request answers 503.
     return create_async_engine(
         url,
         echo=echo,
         pool_size=10,
         max_overflow=10,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
 
 
-def _create_sqlite_engine(url: str, busy_timeout_ms: int, echo: bool) -> AsyncEngine:
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
-    in_memory = make_url(url).database in (None, "", ":memory:")
+class _InlineSqliteConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls run on the caller's thread (read-only use).
+
+    aiosqlite keeps no public hook for this, so it overrides the one method every call
+    goes through; `aiosqlite` is pinned below its next minor version for that reason.
+    """
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+
+def _inline_sqlite_creator(path: str, busy_timeout_ms: int) -> Callable[[], Any]:
+    async def create() -> aiosqlite.Connection:
+        def connector() -> sqlite3.Connection:
+            return sqlite3.connect(
+                path, timeout=busy_timeout_ms / 1000, check_same_thread=False, uri=False
+            )
+
+        connection = _InlineSqliteConnection(connector, iter_chunk_size=256)
+        connection._thread.daemon = True
+        return await connection
+
+    return create
+
+
+def _create_sqlite_engine(
+    url: str, busy_timeout_ms: int, echo: bool, *, inline_reads: bool = False
+) -> AsyncEngine:
+    database = make_url(url).database
+    in_memory = database in (None, "", ":memory:")
+    if inline_reads:
+        engine = create_async_engine(
+            url, echo=echo, async_creator=_inline_sqlite_creator(str(database), busy_timeout_ms)
+        )
+    else:
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000}
+        )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -50,6 +99,9 @@ def _create_sqlite_engine(url: str, busy_timeout_ms: int, echo: bool) -> AsyncEn
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if inline_reads:
+            # A write on an inline connection could block the event loop: forbid it.
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -67,14 +119,42 @@ class Database:
     `close()`; one handed an engine leaves it to the caller.
     """
 
-    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        read_engine: AsyncEngine | None = None,
+        point_reader: InstancePointReader | None = None,
+        owns_engine: bool = False,
+    ) -> None:
         self.engine = engine
         self._owns_engine = owns_engine
+        self.point_reader = point_reader
+        self._inline_reads = read_engine is not None
+        if read_engine is not None:
+            self._read_engine = read_engine
+        elif engine.dialect.name == "postgresql":
+            # Same pool, no transaction: a read is one round trip.
+            self._read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            self._read_engine = engine
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Database:
         engine = create_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
-        return cls(engine, owns_engine=True)
+        read_engine = None
+        parsed = make_url(url)
+        file_based = parsed.database not in (None, "", ":memory:")
+        if parsed.get_backend_name() == "sqlite" and file_based:
+            read_engine = _create_sqlite_engine(
+                url, sqlite_busy_timeout_ms, echo=False, inline_reads=True
+            )
+        point_reader = (
+            InstancePointReader(url, busy_timeout_ms=sqlite_busy_timeout_ms)
+            if file_based or parsed.get_backend_name() != "sqlite"
+            else None
+        )
+        return cls(engine, read_engine=read_engine, point_reader=point_reader, owns_engine=True)
 
     @property
     def dialect(self) -> str:
@@ -94,17 +174,21 @@ class Database:
                 yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only snapshot; nothing written here is committed."""
-        async with self.engine.connect() as conn, conn.begin() as txn:
+    async def read(self, *, inline: bool = True) -> AsyncIterator[AsyncConnection]:
+        """A read-only connection; nothing written through it is committed.
+
+        `inline=False` keeps SQLite work off the event loop: use it for long scans.
+        """
+        engine = self._read_engine if inline else self.engine
+        async with engine.connect() as conn:
             try:
                 yield conn
             finally:
-                await txn.rollback()
+                await conn.rollback()
 
     async def ping(self) -> bool:
         try:
-            async with self.engine.connect() as conn:
+            async with self.read() as conn:
                 await conn.execute(sa.text("SELECT 1"))
         except Exception:  # any failure means "not reachable"; the caller reports it
             return False
@@ -112,4 +196,8 @@ class Database:
 
     async def close(self) -> None:
         if self._owns_engine:
+            if self.point_reader is not None:
+                await self.point_reader.close()
+            if self._inline_reads:
+                await self._read_engine.dispose()
             await self.engine.dispose()

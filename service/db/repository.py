@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db.engine import Database
 from service.db.models import instance_events, instances, outbox
 from service.domain import (
     TERMINAL_STATUSES,
@@ -65,7 +66,10 @@ _NEW_RUN = frozenset({Status.PROVISIONING, Status.STARTING})
 
 
 def _instance_from_row(row: sa.Row[Any]) -> Instance:
-    m = row._mapping
+    return instance_from_mapping(row._mapping)
+
+
+def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
     return Instance(
         id=m["id"],
         name=m["name"],
@@ -225,6 +229,15 @@ async def find_instance(conn: AsyncConnection, id_or_novita_id: str) -> Instance
         )
     ).first()
     return _instance_from_row(row) if row is not None else None
+
+
+async def find_instance_fast(database: Database, id_or_novita_id: str) -> Instance | None:
+    """`find_instance` on the driver-level point reader when the database has one."""
+    if database.point_reader is None:
+        async with database.read() as conn:
+            return await find_instance(conn, id_or_novita_id)
+    row = await database.point_reader.find(id_or_novita_id)
+    return instance_from_mapping(row) if row is not None else None
 
 
 async def change_status(

@@ -236,3 +236,32 @@ async def test_concurrent_changes_keep_a_complete_ordered_history(database: Data
     assert instance.status == events[-1].to_status
     assert instance.event_seq == workers + 1
     assert len(messages) == workers + 1
+
+
+async def test_point_reader_returns_exactly_what_the_sqlalchemy_path_returns(
+    database_url: str,
+) -> None:
+    """The driver-level point read decodes every column type the same way."""
+    from service.db.migrations import upgrade_to_head
+
+    database = Database.from_url(database_url)
+    try:
+        await upgrade_to_head(database.engine)
+        instance_id = await create(database)
+        async with database.transaction() as conn:
+            await repo.change_status(
+                conn, instance_id, Status.PROVISIONING, source=EventSource.PROVISIONER,
+                now=T0 + timedelta(seconds=5, microseconds=123456),
+                changes={"novita_instance_id": "0123456789abcdef",
+                         "price_per_hour": Decimal("0.35"),
+                         "port_mappings": [{"port": 8888, "endpoint": "http://x", "type": "http"}]},
+            )
+        async with database.read() as conn:
+            expected = await repo.find_instance(conn, instance_id)
+        assert database.point_reader is not None
+        by_id = await repo.find_instance_fast(database, instance_id)
+        by_novita_id = await repo.find_instance_fast(database, "0123456789abcdef")
+        assert by_id == expected and by_novita_id == expected
+        assert await repo.find_instance_fast(database, "inst_missing") is None
+    finally:
+        await database.close()

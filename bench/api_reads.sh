@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Read-path benchmarks of the REST API, one uvicorn worker, wrk on 127.0.0.1:
+#   1. GET /api/instances/{id}                     requests/s (target >= 5,000)
+#   2. GET /api/instances?limit=50 over N instances p99 latency (target <= 20 ms)
+# on SQLite and (when TEST_POSTGRES_URL or a local server is available) PostgreSQL.
+#
+#   bench/api_reads.sh                 # defaults: 100,000 instances, 3 runs of 10 s each
+#   INSTANCES=20000 RUNS=1 DURATION=5s bench/api_reads.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+INSTANCES=${INSTANCES:-100000}
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+KEY=bench-api-key
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 2; }
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+run_engine() {
+  local name=$1 url=$2
+  echo "== $name: seeding $INSTANCES instances"
+  local id; id=$("$PY" bench/seed_instances.py "$url" "$INSTANCES" | tail -n 1)
+  local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  DATABASE_URL=$url API_KEYS=$KEY LOG_LEVEL=WARNING taskset -c 0 "$PY" -m service serve \
+    --simulator --host 127.0.0.1 --port "$port" >"$WORK/$name.log" 2>&1 &
+  local server=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  local get_rates=() list_p99=()
+  for _ in $(seq 1 "$RUNS"); do
+    get_rates+=("$(taskset -c 1 wrk -t1 -c32 -d"$DURATION" -H "Authorization: Bearer $KEY" \
+      "http://127.0.0.1:$port/api/instances/$id" | awk '/Requests\/sec/ {print $2}')")
+    list_p99+=("$(taskset -c 1 wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer $KEY" \
+      "http://127.0.0.1:$port/api/instances?limit=50" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); print v} else if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else {sub(/s/,"",v); print v*1000}}')")
+  done
+  echo "$name GET /api/instances/{id}: runs ${get_rates[*]} req/s; median $(printf '%s\n' "${get_rates[@]}" | median) req/s"
+  echo "$name GET /api/instances?limit=50 ($INSTANCES rows): p99 runs ${list_p99[*]} ms; median $(printf '%s\n' "${list_p99[@]}" | median) ms"
+  kill "$server"; wait "$server" 2>/dev/null || true
+}
+
+run_engine sqlite "sqlite+aiosqlite:///$WORK/bench.db"
+
+pg_url=${TEST_POSTGRES_URL:-}
+if [ -z "$pg_url" ] && [ -x scripts/test-postgres.sh ]; then
+  eval "$(scripts/test-postgres.sh)"; pg_url=${TEST_POSTGRES_URL:-}
+fi
+if [ -n "$pg_url" ]; then
+  db="bench_$$"
+  admin=$(echo "$pg_url" | sed 's/+asyncpg//')
+  psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
+  run_engine postgresql "${pg_url%/*}/$db"
+  psql "$admin" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
+else
+  echo "(no PostgreSQL: skipped)"
+fi
