@@ -131,6 +131,30 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool) -> None:
 cli.add_command(simulate)
 
 
+@cli.command()
+@click.option(
+    "--simulator",
+    is_flag=True,
+    help="Run the built-in Novita simulator in this process and use it instead of Novita.",
+)
+@click.option("--migrate", "migrate_first", is_flag=True, help="Migrate the database first.")
+def worker(simulator: bool, migrate_first: bool) -> None:
+    """Run the background workers only (no HTTP); stops cleanly on SIGINT/SIGTERM."""
+    from service.logging import configure_logging
+    from service.workers.runner import run_workers
+
+    settings = settings_or_exit(**({"novita_simulator": True} if simulator else {}))
+    if settings.novita_api_key is None and not settings.novita_simulator:
+        fail(
+            "NOVITA_API_KEY is not set: set it to use Novita, or pass --simulator to use the "
+            "built-in simulator",
+            EXIT_CONFIG,
+        )
+    configure_logging(settings.log_level, settings.log_format)
+    run_database_step(settings, migrate=migrate_first)
+    asyncio.run(run_workers(settings))
+
+
 def main() -> None:
     cli(auto_envvar_prefix=None)
 
