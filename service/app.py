@@ -19,6 +19,7 @@ from service.api.errors import EXCEPTION_HANDLERS
 from service.api.health import health
 from service.api.instances import ROUTES as instance_routes
 from service.api.request_id import RequestIdMiddleware
+from service.api.webhooks import ROUTES as webhook_routes
 from service.resources import Resources, open_resources
 from service.settings import Settings
 from service.workers.loop import WorkerGroup
@@ -52,6 +53,7 @@ def create_app(
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        *webhook_routes,
         Mount("/api", routes=instance_routes, middleware=[Middleware(ApiKeyMiddleware)]),
     ]
     return Starlette(

@@ -38,6 +38,10 @@ class ManualClock:
     def monotonic(self) -> float:
         return self._monotonic
 
+    def advance_to(self, when: datetime) -> None:
+        """Move forward to `when` (e.g. to real time, for checks against a wall clock)."""
+        self.advance((when - self._now).total_seconds())
+
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("a clock does not go backwards")

@@ -9,7 +9,8 @@
     │   ├── MalformedRequestError   not JSON, wrong shape (400)
     │   ├── ValidationFailedError   fields fail validation; one entry per field (422)
     │   ├── PayloadTooLargeError    body over the limit (413)
-    │   └── AuthenticationError     missing or wrong API key (401)
+    │   ├── AuthenticationError     missing or wrong API key (401)
+    │   └── WebhookSignatureError   inbound webhook not verifiable (401)
     ├── DomainError                 a request the lifecycle rules refuse
     │   ├── InstanceNotFoundError   no instance with that id
     │   ├── IllegalTransitionError  the state machine does not allow this change
@@ -85,6 +86,12 @@ class AuthenticationError(RequestError):
     """A valid API key is required: send `Authorization: Bearer <key>`."""
 
     code = "UNAUTHORIZED"
+
+
+class WebhookSignatureError(RequestError):
+    """The webhook's signature could not be verified."""
+
+    code = "INVALID_SIGNATURE"
 
 
 class DomainError(ServiceError):

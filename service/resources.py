@@ -20,6 +20,7 @@ import structlog
 from service.clock import Clock, SystemClock
 from service.db.engine import Database
 from service.db.migrations import check_schema_is_current, upgrade_to_head
+from service.ingest import InboxWriter
 from service.novita import NovitaClient
 from service.settings import Settings
 from service.simulator import Simulator, SimulatorConfig
@@ -34,6 +35,7 @@ class Resources:
     database: Database
     novita: NovitaClient
     simulator: Simulator | None = None
+    inbox: InboxWriter | None = None
     # Who holds claims and leases taken by this process (unique per process start).
     owner: str = ""
 
@@ -76,6 +78,10 @@ async def open_resources(
             novita = NovitaClient.from_settings(settings, clock=clock)
         stack.push_async_callback(novita.close)
 
+        inbox = InboxWriter(database, clock, max_queue=settings.inbound_queue_size)
+        inbox.start()
+        stack.push_async_callback(inbox.stop)
+
         log.info(
             "resources.opened",
             database=database.dialect,
@@ -87,6 +93,7 @@ async def open_resources(
             database=database,
             novita=novita,
             simulator=simulator,
+            inbox=inbox,
             owner=new_owner_id(),
         )
         log.info("resources.closing")

@@ -12,7 +12,7 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -92,11 +92,66 @@ class Settings(BaseSettings):
     inbound_webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), description="Comma-separated whsec_ secrets for POST /webhooks/novita."
     )
+    inbound_webhook_tolerance: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="Seconds a webhook-timestamp may differ from our clock, either way.",
+    )
+    inbound_webhook_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest inbound webhook body accepted (413 above).",
+    )
+    inbound_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Webhooks waiting to be stored before new ones get 503 + Retry-After.",
+    )
+    inbox_retention_days: float = Field(
+        default=4,
+        ge=4,
+        le=365,
+        description="Days processed inbound webhooks are kept (senders retry for 3).",
+    )
     webhook_url: str | None = Field(
         default=None, description="Default notification URL when an instance has none."
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="whsec_ secret that signs outgoing notifications."
+    )
+    webhook_timeout: float = Field(
+        default=15.0, gt=0, le=300, description="Timeout of one notification delivery, seconds."
+    )
+    webhook_retry_schedule: Annotated[
+        tuple[Annotated[float, Field(ge=0, le=7 * 86400)], ...],
+        NoDecode,
+        BeforeValidator(_split_csv),
+    ] = Field(
+        default=(0, 5, 300, 1800, 7200, 18000, 36000, 36000),
+        min_length=1,
+        description="Comma-separated seconds before each notification attempt (one entry per "
+        "attempt; up to +10% jitter); after the last failed attempt the notification is failed.",
+    )
+    allow_private_webhook_targets: bool = Field(
+        default=False,
+        description="Allow notification URLs on private, loopback or link-local addresses "
+        "(cloud metadata addresses stay refused).",
+    )
+    notifier_concurrency: int = Field(
+        default=16, ge=1, le=1000, description="Notification deliveries in flight, this process."
+    )
+    notifier_per_host_concurrency: int = Field(
+        default=4, ge=1, le=1000, description="Notification deliveries in flight per target host."
+    )
+    notifier_claim_ttl: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a claimed notification stays reserved to this process (at least "
+        "twice WEBHOOK_TIMEOUT is used); after a crash it is retried once the claim expires.",
     )
 
     # Workers
@@ -108,6 +163,46 @@ class Settings(BaseSettings):
     )
     startup_timeout: float = Field(
         default=900.0, gt=0, description="Seconds from running to ready before `failed`."
+    )
+    poll_interval_transitional: float = Field(
+        default=5.0, gt=0, description="Seconds between polls of an instance in transition."
+    )
+    poll_error_max_backoff: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest per-instance backoff, seconds, after failed polls or deferrals.",
+    )
+    action_settle_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a requested start/stop outweighs a provider state contradicting it.",
+    )
+    claim_ttl_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a worker's claim on an instance lasts before others may take it.",
+    )
+    provisioner_batch_size: int = Field(
+        default=10, ge=1, le=1000, description="Pending instances one provisioner batch claims."
+    )
+    reconciler_batch_size: int = Field(
+        default=50, ge=1, le=10_000, description="Due instances one reconciler batch polls."
+    )
+    capacity_block_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a region x product is skipped after INSUFFICIENT_RESOURCE.",
+    )
+    template_cache_seconds: float = Field(
+        default=300.0, ge=0, description="Seconds a fetched Novita template is reused."
+    )
+    catalogue_cache_seconds: float = Field(
+        default=30.0, ge=0, description="Seconds the product and cluster lists are reused."
+    )
+    create_settle_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds after an unanswered create before creating again if not found.",
     )
 
     # Logging

@@ -12,3 +12,64 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(key, signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+class SignatureError(Exception):
+    """Why a webhook's signature was not accepted (the message says which check failed)."""
+
+
+def verify(
+    keys: list[bytes],
+    *,
+    msg_id: str | None,
+    timestamp: str | None,
+    signature: str | None,
+    body: bytes,
+    now: float,
+    tolerance: float = 300,
+) -> int:
+    """Check a Standard Webhooks signature; return the message timestamp.
+
+    Every `v1,<base64>` entry of the space-separated header is tried against every key, so
+    senders and receivers can rotate secrets without downtime. Comparison is constant-time.
+    """
+    if not msg_id or timestamp is None or signature is None:
+        missing = [
+            name
+            for name, value in (
+                ("webhook-id", msg_id),
+                ("webhook-timestamp", timestamp),
+                ("webhook-signature", signature),
+            )
+            if not value
+        ]
+        raise SignatureError(f"missing header(s): {', '.join(missing)}")
+    if not timestamp.strip().isdigit():
+        raise SignatureError("webhook-timestamp is not a whole number of seconds")
+    sent_at = int(timestamp.strip())
+    if sent_at < now - tolerance:
+        raise SignatureError(f"webhook-timestamp is more than {tolerance:g} s old")
+    if sent_at > now + tolerance:
+        raise SignatureError(f"webhook-timestamp is more than {tolerance:g} s in the future")
+    candidates: list[bytes] = []
+    for entry in signature.split():
+        version, comma, encoded = entry.partition(",")
+        if not comma:
+            raise SignatureError("webhook-signature has an entry without a comma")
+        if version != "v1":
+            continue  # other schemes (e.g. v1a asymmetric) are not ours to check
+        try:
+            candidates.append(base64.b64decode(encoded, validate=True))
+        except ValueError:
+            raise SignatureError("webhook-signature has an entry that is not base64") from None
+    if not candidates:
+        raise SignatureError("webhook-signature has no v1 entry")
+    signed = f"{msg_id}.{timestamp.strip()}.".encode() + body
+    matched = False
+    for key in keys:
+        expected = hmac.new(key, signed, hashlib.sha256).digest()
+        for candidate in candidates:
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError("no webhook-signature entry matches (wrong secret or altered body)")
+    return sent_at

@@ -30,7 +30,9 @@ from service.errors import (
     ServiceError,
     UpstreamError,
     ValidationFailedError,
+    WebhookSignatureError,
 )
+from service.ingest import IngestBusyError, IngestUnavailableError
 from service.lifecycle import InstanceLostError, NoCapacityToStartError, ProviderStateConflictError
 from service.novita.errors import NovitaError, NovitaRateLimitedError, NovitaUnavailableError
 
@@ -40,6 +42,7 @@ log = structlog.get_logger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
     (MalformedRequestError, 400),
     (AuthenticationError, 401),
+    (WebhookSignatureError, 401),
     (PayloadTooLargeError, 413),
     (ValidationFailedError, 422),
     (RequestError, 400),
@@ -49,6 +52,8 @@ STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
     (IdempotencyConflictError, 409),
     (DomainError, 422),
     (DatabaseError, 503),
+    (IngestBusyError, 503),
+    (IngestUnavailableError, 503),
     (NoCapacityToStartError, 409),
     (ProviderStateConflictError, 409),
     (InstanceLostError, 409),

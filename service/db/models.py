@@ -168,3 +168,47 @@ leases = sa.Table(
     sa.Column("acquired_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
 )
+
+# Listing notifications pages through the outbox in (created_at, id) order.
+sa.Index("ix_outbox_created_at_id", outbox.c.created_at, outbox.c.id)
+
+# One row per delivery attempt of an outbox row: its history for operators and the API.
+outbox_attempts = sa.Table(
+    "outbox_attempts",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("outbox_id", sa.String(40), sa.ForeignKey("outbox.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("target_url", sa.String(2048), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.String(1000), nullable=True),
+    sa.Column("owner", sa.String(100), nullable=False),
+    sa.CheckConstraint(_in("outcome", ("delivered", "failed", "gone", "refused")), name="outcome"),
+    sa.Index(None, "outbox_id", "id"),
+)
+
+# Each redelivery starts a fresh retry ladder; the ladder position of a row is its attempts
+# minus `attempts_before` of its newest redelivery (kept as an audit trail too).
+outbox_redeliveries = sa.Table(
+    "outbox_redeliveries",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("outbox_id", sa.String(40), sa.ForeignKey("outbox.id"), nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("attempts_before", sa.Integer, nullable=False),
+    sa.Column("previous_status", sa.String(16), nullable=False),
+    sa.Index(None, "outbox_id", "id"),
+)
+
+# Notification URLs that answered 410 Gone: nothing more is sent to them until re-enabled.
+disabled_webhook_targets = sa.Table(
+    "disabled_webhook_targets",
+    metadata,
+    sa.Column("url", sa.String(2048), primary_key=True),
+    sa.Column("disabled_at", UTCDateTime, nullable=False),
+    sa.Column("outbox_id", sa.String(40), nullable=True),
+    sa.Column("status_code", sa.Integer, nullable=False),
+)

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +65,10 @@ class Pusher:
         concurrency: int = 1,
         timeout: float = 5.0,
         queue_size: int = 1000,
+        wall_time: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
+        self._wall_time = wall_time
         self._key = decode_webhook_secret(secret)
         self._random = random.Random(seed)
         self.drop_rate = drop_rate
@@ -155,9 +158,9 @@ class Pusher:
 
     async def _deliver(self, message: PushMessage) -> None:
         assert self._session is not None
-        # The header timestamp is wall-clock on purpose: receivers check it against their
-        # own clock (±5 min), whatever clock drives the simulated instances.
-        timestamp = int(time.time())
+        # Receivers check the header timestamp against their own clock (±5 min); the
+        # simulator is handed the same clock source as its receiver (wall time by default).
+        timestamp = int(self._wall_time())
         headers = {
             "content-type": "application/json",
             "webhook-id": message.id,

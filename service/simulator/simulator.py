@@ -69,6 +69,7 @@ class Simulator:
                 reorder_rate=self.config.push_reorder_rate,
                 concurrency=self.config.push_concurrency,
                 timeout=self.config.push_timeout,
+                wall_time=self._wall_time,
             )
             await self.pusher.start()
         self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=1.0)
@@ -83,6 +84,34 @@ class Simulator:
         if auto:
             self._ticker = asyncio.create_task(self._tick_forever(), name="sim-ticker")
         logger.info("simulator.started url=%s", self._url)
+
+    async def enable_push(
+        self,
+        url: str,
+        secret: str,
+        *,
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        reorder_rate: float = 0.0,
+    ) -> None:
+        """Start (or redirect) event push at run time, e.g. once the receiver's port is known."""
+        if self.pusher is not None:
+            await self.pusher.stop()
+        self.pusher = Pusher(
+            url,
+            secret,
+            seed=self.config.seed,
+            drop_rate=drop_rate,
+            duplicate_rate=duplicate_rate,
+            reorder_rate=reorder_rate,
+            concurrency=self.config.push_concurrency,
+            timeout=self.config.push_timeout,
+            wall_time=self._wall_time,
+        )
+        await self.pusher.start()
+
+    def _wall_time(self) -> float:
+        return self.clock.now().timestamp()
 
     async def stop(self) -> None:
         self._stopping.set()  # wakes hung requests so the server can shut down at once

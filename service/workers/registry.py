@@ -6,10 +6,18 @@ Each worker module exposes a factory taking the open `Resources`; add new ones h
 from __future__ import annotations
 
 from service.resources import Resources
+from service.workers.applier import build_applier_loop
 from service.workers.loop import WorkerLoop
+from service.workers.notifier import build_notifier_loop
+from service.workers.provisioner import build_provisioner_loop
+from service.workers.reconciler import build_reconciler_loop
 
 
 def build_worker_loops(resources: Resources) -> list[WorkerLoop]:
     loops: list[WorkerLoop] = []
     # (worker factories are appended below, one line each)
+    loops.append(build_notifier_loop(resources))
+    loops.append(build_provisioner_loop(resources))
+    loops.append(build_reconciler_loop(resources))
+    loops.append(build_applier_loop(resources))
     return loops

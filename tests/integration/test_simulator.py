@@ -7,6 +7,7 @@ import base64
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -837,6 +838,8 @@ async def test_status_changes_are_pushed_signed(
     receiver: tuple[Receiver, str],
 ) -> None:
     recv, url = receiver
+    # The standardwebhooks package checks timestamps against the wall clock: start there.
+    sim_clock.advance_to(datetime.now(UTC))
     sim = await simulator_factory(push_url=url, push_secret=PUSH_SECRET)
     instance_id = await create(http, sim, billingMode="spot")
     await advance(sim, sim_clock, 10)

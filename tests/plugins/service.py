@@ -13,6 +13,7 @@ import pytest
 from service.app import create_app
 from service.clock import ManualClock
 from service.db.engine import Database
+from service.ingest import InboxWriter
 from service.novita import NovitaClient
 from service.resources import Resources, new_owner_id
 from service.settings import Settings, load_settings
@@ -21,6 +22,7 @@ from tests.support.server import running_server
 
 API_KEY = "test-api-key-0123456789"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+INBOUND_SECRET = "whsec_aW5ib3VuZC1zZWNyZXQtZm9yLXRlc3RzLTAxMjM0NQ=="
 
 
 @dataclass
@@ -60,6 +62,7 @@ def service_settings(database: Database, **overrides: Any) -> Settings:
         "novita_simulator": True,
         "api_keys": API_KEY,
         "webhook_secret": WEBHOOK_SECRET,
+        "inbound_webhook_secrets": INBOUND_SECRET,
     }
     values.update(overrides)
     return load_settings(**values)
@@ -72,12 +75,15 @@ async def service(
     """The app with workers off (tests drive workers themselves), talking to the simulator."""
     settings = service_settings(database)
     novita = NovitaClient(simulator.base_url, sim_api_key, clock=sim_clock, max_attempts=1)
+    inbox = InboxWriter(database, sim_clock, max_queue=settings.inbound_queue_size)
+    inbox.start()
     resources = Resources(
         settings=settings,
         clock=sim_clock,
         database=database,
         novita=novita,
         simulator=simulator,
+        inbox=inbox,
         owner=new_owner_id(),
     )
     try:
@@ -85,4 +91,5 @@ async def service(
         async with running_server(app) as base_url, aiohttp.ClientSession() as http:
             yield ServiceUnderTest(base_url, http, resources, simulator, sim_clock)
     finally:
+        await inbox.stop()
         await novita.close()

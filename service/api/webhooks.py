@@ -1,0 +1,97 @@
+"""`POST /webhooks/novita`: provider events, verified, stored durably, then acknowledged.
+
+Order matters: size limit (413), signature over the raw bytes (401), envelope (400), then
+the group-commit writer; the answer is 200 only once the event's batch has committed
+(a duplicate `webhook-id` answers 200 too, and is stored once). Unknown event types are
+stored and acknowledged; the applier decides what they mean.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from service.api.bodies import read_body
+from service.api.responses import JSONResponse
+from service.db.inbox import InboxRecord
+from service.errors import MalformedRequestError, WebhookSignatureError
+from service.resources import Resources
+from service.settings import decode_webhook_secret
+from service.signatures import SignatureError, verify
+
+
+def parse_envelope(raw: bytes) -> InboxRecord:
+    """`{"type", "timestamp"?, "data": {"instanceId"?, ...}}` → what the inbox stores."""
+    try:
+        envelope = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedRequestError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MalformedRequestError("the body must be a JSON object")
+    event_type = envelope.get("type")
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= 100:
+        raise MalformedRequestError("`type` must be a string of 1-100 characters")
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        raise MalformedRequestError("`data` must be a JSON object")
+    timestamp = envelope.get("timestamp")
+    if timestamp is not None and not isinstance(timestamp, str | int | float):
+        raise MalformedRequestError("`timestamp` must be an ISO 8601 string or Unix seconds")
+    instance_id = data.get("instanceId")
+    if instance_id is not None and (not isinstance(instance_id, str) or len(instance_id) > 64):
+        raise MalformedRequestError("`data.instanceId` must be a string of at most 64 characters")
+    return InboxRecord(
+        webhook_id="", event_type=event_type, provider_instance_id=instance_id, payload=envelope
+    )
+
+
+def _keys(resources: Resources) -> list[bytes]:
+    return [
+        decode_webhook_secret(secret.get_secret_value())
+        for secret in resources.settings.inbound_webhook_secrets
+    ]
+
+
+async def receive_novita_webhook(request: Request) -> JSONResponse:
+    resources: Resources = request.state.resources
+    settings = resources.settings
+    raw = await read_body(request, limit=settings.inbound_webhook_max_bytes)
+    keys = _keys(resources)
+    if not keys:
+        raise WebhookSignatureError(
+            "this service has no INBOUND_WEBHOOK_SECRETS configured; it accepts no webhooks"
+        )
+    headers = request.headers
+    msg_id = headers.get("webhook-id")
+    try:
+        verify(
+            keys,
+            msg_id=msg_id,
+            timestamp=headers.get("webhook-timestamp"),
+            signature=headers.get("webhook-signature"),
+            body=raw,
+            now=resources.clock.now().timestamp(),
+            tolerance=settings.inbound_webhook_tolerance,
+        )
+    except SignatureError as exc:
+        raise WebhookSignatureError(str(exc)) from None
+    assert msg_id is not None  # verify() refuses a missing id
+    if len(msg_id) > 255:
+        raise MalformedRequestError("webhook-id is longer than 255 characters")
+    parsed = parse_envelope(raw)
+    record = InboxRecord(
+        webhook_id=msg_id,
+        event_type=parsed.event_type,
+        provider_instance_id=parsed.provider_instance_id,
+        payload=parsed.payload,
+    )
+    assert resources.inbox is not None, "the inbox writer runs with the app"
+    is_new = await resources.inbox.submit(record)
+    body: dict[str, Any] = {"received": True, "duplicate": not is_new}
+    return JSONResponse(body, status_code=200)
+
+
+ROUTES = [Route("/webhooks/novita", receive_novita_webhook, methods=["POST"])]

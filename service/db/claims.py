@@ -1,0 +1,137 @@
+"""Claims on instance rows: how several worker processes share work without doing it twice.
+
+A claim is `claim_owner` plus `claim_expires_at` on the row. Claiming selects due rows
+whose claim is free or expired and writes ours, in one short transaction; the slow part
+(calls to Novita) happens after it commits, and the result is written in another.
+
+- PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each
+  other's rows instead of queueing on them, and each row goes to exactly one of them.
+- SQLite: writers are serialised by `BEGIN IMMEDIATE` (see `service.db.engine`), so the
+  plain select-then-update is already exclusive; there is no row locking to ask for.
+
+A process that dies holding claims loses them when they expire; its work is picked up
+again from what the database says (an intent written before a create, see `record_intent`).
+Claim bookkeeping does not bump `version` or `updated_at`: it is not a change to the
+instance anyone outside the workers should see.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.models import instances
+from service.db.repository import get_instance
+from service.domain import TERMINAL_STATUSES, Instance, Status
+
+
+def _claim_is_free(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(instances.c.claim_owner.is_(None), instances.c.claim_expires_at <= now)
+
+
+async def _claim(
+    conn: AsyncConnection,
+    condition: sa.ColumnElement[bool],
+    *,
+    owner: str,
+    now: datetime,
+    ttl: float,
+    limit: int,
+) -> list[Instance]:
+    query = (
+        sa.select(instances.c.id)
+        .where(condition, _claim_is_free(now))
+        .order_by(instances.c.next_check_at, instances.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update(skip_locked=True)
+    ids = list((await conn.execute(query)).scalars())
+    if not ids:
+        return []
+    await conn.execute(
+        instances.update()
+        .where(instances.c.id.in_(ids))
+        .values(claim_owner=owner, claim_expires_at=now + timedelta(seconds=ttl))
+    )
+    return [await get_instance(conn, instance_id) for instance_id in ids]
+
+
+async def claim_pending(
+    conn: AsyncConnection, *, owner: str, now: datetime, ttl: float, limit: int
+) -> list[Instance]:
+    """Claim instances waiting for the provisioner.
+
+    That is `pending` rows that are due, plus `deleting` rows that were submitted but never
+    learnt their Novita id (deleted while a create was in flight): the create may have
+    landed, and only the provisioner can find it by name.
+    """
+    due = sa.or_(instances.c.next_check_at.is_(None), instances.c.next_check_at <= now)
+    waiting = sa.or_(
+        instances.c.status == Status.PENDING.value,
+        sa.and_(
+            instances.c.status == Status.DELETING.value,
+            instances.c.novita_instance_id.is_(None),
+            instances.c.submitted_at.is_not(None),
+        ),
+    )
+    return await _claim(conn, sa.and_(waiting, due), owner=owner, now=now, ttl=ttl, limit=limit)
+
+
+async def claim_due_for_poll(
+    conn: AsyncConnection, *, owner: str, now: datetime, ttl: float, limit: int
+) -> list[Instance]:
+    """Claim live instances Novita knows whose next check is due."""
+    condition = sa.and_(
+        instances.c.status.not_in([s.value for s in TERMINAL_STATUSES]),
+        instances.c.novita_instance_id.is_not(None),
+        instances.c.next_check_at <= now,
+    )
+    return await _claim(conn, condition, owner=owner, now=now, ttl=ttl, limit=limit)
+
+
+async def record_intent(
+    conn: AsyncConnection, instance_id: str, *, owner: str, now: datetime, ttl: float
+) -> bool:
+    """Write down that a create is about to be sent, and extend our claim for it.
+
+    Committed before the call, so whoever handles the row next (this process after a
+    restart, or another one after our claim expired) looks the instance up by name before
+    creating again. False if the row is no longer ours or no longer pending.
+    """
+    result = await conn.execute(
+        instances.update()
+        .where(
+            instances.c.id == instance_id,
+            instances.c.status == Status.PENDING.value,
+            instances.c.claim_owner == owner,
+        )
+        .values(
+            submitted_at=now,
+            claim_expires_at=now + timedelta(seconds=ttl),
+            updated_at=now,
+            version=instances.c.version + 1,
+        )
+    )
+    return result.rowcount == 1
+
+
+async def release(
+    conn: AsyncConnection,
+    instance_id: str,
+    *,
+    owner: str,
+    next_check_at: datetime | None = None,
+) -> bool:
+    """Give a claim back, optionally saying when the row is next due. False if not ours."""
+    values: dict[str, object] = {"claim_owner": None, "claim_expires_at": None}
+    if next_check_at is not None:
+        values["next_check_at"] = next_check_at
+    result = await conn.execute(
+        instances.update()
+        .where(instances.c.id == instance_id, instances.c.claim_owner == owner)
+        .values(**values)
+    )
+    return result.rowcount == 1

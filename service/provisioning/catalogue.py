@@ -1,0 +1,62 @@
+"""Short-lived memory of Novita's catalogue and of where capacity recently ran out.
+
+One products call serves every region (DESIGN §9.2), reused for a short TTL, so a burst of
+requests does not cost one call each; clusters change even less often. Capacity blocks
+remember a region x product that answered INSUFFICIENT_RESOURCE so the next requests skip
+it for a while instead of failing there first. All of it is per process and in memory:
+losing it on restart only costs a few extra calls.
+"""
+
+from __future__ import annotations
+
+from service.clock import Clock
+from service.novita import Cluster, NovitaClient, Product
+from service.provisioning.selection import Block
+
+
+class CatalogueCache:
+    def __init__(self, novita: NovitaClient, clock: Clock, ttl: float) -> None:
+        self._novita = novita
+        self._clock = clock
+        self._ttl = ttl
+        self._products: dict[str, tuple[float, tuple[Product, ...]]] = {}
+        self._clusters: tuple[float, tuple[Cluster, ...]] | None = None
+
+    def _fresh(self, fetched_at: float) -> bool:
+        return self._clock.monotonic() - fetched_at < self._ttl
+
+    async def products(self, billing_mode: str) -> tuple[Product, ...]:
+        """Every product offering `billing_mode`, with prices and availability for it."""
+        cached = self._products.get(billing_mode)
+        if cached is not None and self._fresh(cached[0]):
+            return cached[1]
+        fetched_at = self._clock.monotonic()
+        products = await self._novita.list_products(billing_method=billing_mode)
+        self._products[billing_mode] = (fetched_at, products)
+        return products
+
+    async def clusters(self) -> tuple[Cluster, ...]:
+        if self._clusters is not None and self._fresh(self._clusters[0]):
+            return self._clusters[1]
+        fetched_at = self._clock.monotonic()
+        clusters = await self._novita.list_clusters()
+        self._clusters = (fetched_at, clusters)
+        return clusters
+
+
+class CapacityBlocks:
+    """Region x product pairs to skip until their block expires."""
+
+    def __init__(self, clock: Clock, ttl: float) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._until: dict[Block, float] = {}
+
+    def block(self, region: str, product_id: str) -> None:
+        self._until[(region, product_id)] = self._clock.monotonic() + self._ttl
+
+    def active(self) -> frozenset[Block]:
+        now = self._clock.monotonic()
+        for key in [key for key, until in self._until.items() if until <= now]:
+            del self._until[key]
+        return frozenset(self._until)

@@ -1,0 +1,202 @@
+"""`POST /webhooks/novita` over real HTTP: verified, stored before acknowledged, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from standardwebhooks.webhooks import Webhook
+
+from service.db.models import inbound_webhooks
+from tests.plugins.service import INBOUND_SECRET, ServiceUnderTest
+
+
+def event(instance_id: str = "0123456789abcdef", status: str = "running") -> dict[str, Any]:
+    return {
+        "type": "instance.status_changed",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "data": {"instanceId": instance_id, "status": status},
+    }
+
+
+def signed(
+    service: ServiceUnderTest,
+    payload: Any,
+    *,
+    msg_id: str | None = None,
+    secret: str = INBOUND_SECRET,
+    at: float | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    when = (
+        service.clock.now()
+        if at is None
+        else __import__("datetime").datetime.fromtimestamp(at, tz=__import__("datetime").UTC)
+    )
+    signature = Webhook(secret).sign(msg_id, when, raw.decode())
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
+    return raw, headers
+
+
+async def post(service: ServiceUnderTest, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    status, body, _ = await service.call(
+        "POST", "/webhooks/novita", data=raw, headers=headers, auth=False
+    )
+    return status, body
+
+
+async def until(condition: Any, within: float = 5.0) -> None:
+    """Wait for a state another task will reach (bounded; no fixed sleeps)."""
+    async with asyncio.timeout(within):
+        # Polling a counter of the writer: it has no event to wait on, and adding one
+        # to production code only for this test is not worth it.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def stored(service: ServiceUnderTest) -> list[dict[str, Any]]:
+    async with service.resources.database.read() as conn:
+        rows = await conn.execute(sa.select(inbound_webhooks).order_by(inbound_webhooks.c.id))
+        return [dict(row._mapping) for row in rows]
+
+
+async def test_signed_event_is_stored_then_acknowledged(service: ServiceUnderTest) -> None:
+    raw, headers = signed(service, event())
+    status, body = await post(service, raw, headers)
+    assert status == 200 and body == {"received": True, "duplicate": False}
+    rows = await stored(service)
+    assert len(rows) == 1
+    assert rows[0]["webhook_id"] == headers["webhook-id"]
+    assert rows[0]["provider_instance_id"] == "0123456789abcdef"
+    assert rows[0]["processed_at"] is None
+
+
+async def test_duplicate_webhook_id_is_acknowledged_and_stored_once(
+    service: ServiceUnderTest,
+) -> None:
+    raw, headers = signed(service, event())
+    results = await asyncio.gather(*(post(service, raw, headers) for _ in range(5)))
+    assert all(status == 200 for status, _ in results)
+    assert sum(not body["duplicate"] for _, body in results) == 1
+    assert len(await stored(service)) == 1
+
+
+async def test_unknown_event_types_are_stored_and_acknowledged(service: ServiceUnderTest) -> None:
+    raw, headers = signed(service, {"type": "account.balance_low", "data": {"usd": 1}})
+    status, _ = await post(service, raw, headers)
+    assert status == 200
+    assert (await stored(service))[0]["event_type"] == "account.balance_low"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ("body", "no webhook-signature entry matches"),
+        ("secret", "no webhook-signature entry matches"),
+        ("stale", "old"),
+        ("future", "future"),
+        ("no-comma", "without a comma"),
+        ("bad-base64", "not base64"),
+        ("timestamp-text", "not a whole number"),
+        ("missing", "missing header"),
+    ],
+)
+async def test_unverifiable_webhooks_get_401_with_the_reason(
+    service: ServiceUnderTest, tamper: str, reason: str
+) -> None:
+    now = service.clock.now().timestamp()
+    raw, headers = signed(
+        service,
+        event(),
+        secret="whsec_" + "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldC0wMQ=="
+        if tamper == "secret"
+        else INBOUND_SECRET,
+        at=now - 400 if tamper == "stale" else now + 400 if tamper == "future" else None,
+    )
+    if tamper == "body":
+        raw = raw.replace(b"running", b"exited!")
+    elif tamper == "no-comma":
+        headers["webhook-signature"] = "v1abc"
+    elif tamper == "bad-base64":
+        headers["webhook-signature"] = "v1,***"
+    elif tamper == "timestamp-text":
+        headers["webhook-timestamp"] = "soon"
+    elif tamper == "missing":
+        del headers["webhook-signature"]
+    status, body = await post(service, raw, headers)
+    assert status == 401
+    assert body["error"]["code"] == "INVALID_SIGNATURE"
+    assert reason in body["error"]["message"]
+    assert await stored(service) == [], "nothing unverified is stored"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{nope",
+        b"[]",
+        {"data": {}},
+        {"type": "x"},
+        {"type": "x", "data": []},
+        {"type": "x", "data": {"instanceId": 5}},
+    ],
+)
+async def test_invalid_envelopes_get_400(service: ServiceUnderTest, payload: Any) -> None:
+    raw, headers = signed(service, payload)
+    status, body = await post(service, raw, headers)
+    assert status == 400
+    assert body["error"]["code"] == "MALFORMED_REQUEST"
+
+
+async def test_oversized_body_gets_413(service: ServiceUnderTest) -> None:
+    raw, headers = signed(service, {"type": "x", "data": {"blob": "x" * 300_000}})
+    status, _ = await post(service, raw, headers)
+    assert status == 413
+
+
+async def test_full_queue_answers_503_with_retry_after(service: ServiceUnderTest) -> None:
+    """While the writer cannot commit, queued events wait and the overflow is refused."""
+    from service.ingest import InboxWriter
+
+    database = service.resources.database
+    writer = InboxWriter(database, service.clock, max_queue=1)
+    writer.start()
+    original = service.resources.inbox
+    object.__setattr__(service.resources, "inbox", writer)
+    try:
+        async with database.transaction() as conn:
+            # Hold the write lock: the writer's first batch waits behind it.
+            if database.is_sqlite:
+                await conn.execute(sa.text("DELETE FROM leases WHERE 1 = 0"))
+            else:
+                await conn.execute(sa.text("LOCK TABLE inbound_webhooks IN EXCLUSIVE MODE"))
+            first = asyncio.create_task(post(service, *signed(service, event())))
+            # The writer has taken it (queue empty again) and is blocked on the lock...
+            await until(lambda: writer.submitted == 1 and writer.backlog == 0)
+            second = asyncio.create_task(post(service, *signed(service, event())))
+            await until(lambda: writer.backlog == 1)  # ...so this one waits in the full queue
+            status, body, headers = await service.call(
+                "POST",
+                "/webhooks/novita",
+                auth=False,
+                data=signed(service, event())[0],
+                headers=signed(service, event())[1],
+            )
+            assert status == 503
+            assert int(headers["Retry-After"]) >= 1
+            assert body["error"]["code"] == "INGEST_BUSY"
+        assert (await first)[0] == 200 and (await second)[0] == 200
+    finally:
+        object.__setattr__(service.resources, "inbox", original)
+        await writer.stop()
+    assert len(await stored(service)) == 2, "both queued events were stored, none lost"
