@@ -1,9 +1,8 @@
 """The inbox of provider webhooks (`inbound_webhooks`): all SQL for storing, claiming,
 marking and pruning them.
 
-`store_batch` is the group-commit writer's one statement per batch: a multi-row INSERT
-that skips webhook ids already stored (`ON CONFLICT DO NOTHING`) and returns the ids it
-did insert, so the caller tells new events from duplicates without a second query.
+`store_batch` is the group-commit writer's work for one batch: it tells new webhook ids
+from ones already stored and inserts the new ones in a single driver-level executemany.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import inbound_webhooks
@@ -38,31 +38,76 @@ class StoredWebhook:
     payload: dict[str, Any]
 
 
+_STORED_COLUMNS = ("webhook_id", "received_at", "event_type", "provider_instance_id", "payload")
+
+
+class _InboxInsert:
+    """The inbox INSERT for one dialect, compiled once from Core, run with the driver's
+    executemany: for a batch of small rows SQLAlchemy's per-row parameter handling costs
+    far more than the insert itself. Values pass through each column type's own bind
+    processor, so rows are stored exactly as the SQLAlchemy path stores them."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        # inline(): no implicit RETURNING of the primary key, which executemany would drop.
+        statement = (
+            insert(inbound_webhooks).inline().on_conflict_do_nothing(index_elements=["webhook_id"])
+        )
+        columns = [inbound_webhooks.c[name] for name in _STORED_COLUMNS]
+        compiled = statement.values({column: sa.bindparam(column.name) for column in columns})
+        self.sql = str(compiled.compile(dialect=dialect))
+        self.processors = [column.type.bind_processor(dialect) for column in columns]
+
+    def params(self, record: InboxRecord, now: datetime) -> tuple[Any, ...]:
+        values = (
+            record.webhook_id,
+            now,
+            record.event_type,
+            record.provider_instance_id,
+            record.payload,
+        )
+        return tuple(
+            process(value) if process is not None else value
+            for process, value in zip(self.processors, values, strict=True)
+        )
+
+
+_INSERTS: dict[str, _InboxInsert] = {}
+
+
 async def store_batch(
     conn: AsyncConnection, records: Sequence[InboxRecord], *, now: datetime
 ) -> set[str]:
-    """Insert the records whose webhook id is new; return the ids inserted."""
+    """Insert the records whose webhook id is new; return the ids inserted.
+
+    Runs in the caller's write transaction: the ids already stored are read first (one
+    indexed query), then the new rows are inserted in one executemany. A concurrent
+    writer inserting the same id in between is still harmless: ON CONFLICT skips it.
+    """
     if not records:
         return set()
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert(inbound_webhooks)
-        .values(
-            [
-                {
-                    "webhook_id": record.webhook_id,
-                    "received_at": now,
-                    "event_type": record.event_type,
-                    "provider_instance_id": record.provider_instance_id,
-                    "payload": record.payload,
-                }
-                for record in records
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["webhook_id"])
-        .returning(inbound_webhooks.c.webhook_id)
+    ids = [record.webhook_id for record in records]
+    existing = set(
+        (
+            await conn.execute(
+                sa.select(inbound_webhooks.c.webhook_id).where(
+                    inbound_webhooks.c.webhook_id.in_(ids)
+                )
+            )
+        ).scalars()
     )
-    return set((await conn.execute(statement)).scalars())
+    new = [record for record in records if record.webhook_id not in existing]
+    if not new:
+        return set()
+    dialect = conn.dialect
+    insert = _INSERTS.get(dialect.name)
+    if insert is None:
+        insert = _INSERTS[dialect.name] = _InboxInsert(dialect)
+    rows = [insert.params(record, now) for record in new]
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver.executemany(insert.sql, rows)
+    return {record.webhook_id for record in new}
 
 
 async def claim_unprocessed(conn: AsyncConnection, *, limit: int) -> list[StoredWebhook]:

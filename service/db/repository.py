@@ -491,3 +491,15 @@ async def list_instances(
         )
     query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
     return [_instance_from_row(row) for row in await conn.execute(query)]
+
+
+async def ids_by_novita_id(conn: AsyncConnection, novita_ids: Sequence[str]) -> dict[str, str]:
+    """Novita id → our id, for the given Novita ids that we know (one query)."""
+    if not novita_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(instances.c.novita_instance_id, instances.c.id).where(
+            instances.c.novita_instance_id.in_(list(novita_ids))
+        )
+    )
+    return {novita_id: instance_id for novita_id, instance_id in rows}

@@ -94,12 +94,23 @@ class InboxApplier:
         now = self._clock.now()
         async with self._db.transaction() as conn:
             events = await inbox.claim_unprocessed(conn, limit=self.batch_size)
+            # One query resolves the whole batch; only events for known instances pay for
+            # a savepoint and a state change.
+            known = await repo.ids_by_novita_id(
+                conn, sorted({e.provider_instance_id for e in events if e.provider_instance_id})
+            )
             outcomes: dict[int, str] = {}
             for event in events:
+                quick = self._triage(event, known)
+                if quick is not None:
+                    outcomes[event.id] = quick
+                    continue
                 try:
                     # A savepoint per event: one bad event cannot sink the batch.
                     async with conn.begin_nested():
-                        outcomes[event.id] = await self._apply(conn, event, now)
+                        outcomes[event.id] = await self._apply(
+                            conn, event, known[str(event.provider_instance_id)], now
+                        )
                 except Exception:
                     log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
                     outcomes[event.id] = "error"
@@ -108,16 +119,22 @@ class InboxApplier:
         await self._prune(now)
         return len(events)
 
-    async def _apply(self, conn: AsyncConnection, event: StoredWebhook, now: datetime) -> str:
+    @staticmethod
+    def _triage(event: StoredWebhook, known: dict[str, str]) -> str | None:
+        """The outcome of an event that needs no state change, else None."""
         if event.event_type not in STATUS_EVENTS and event.event_type != "instance.ready":
             return "ignored_type"
         if event.provider_instance_id is None:
             return "no_instance_id"
-        instance = await repo.find_instance(conn, event.provider_instance_id)
-        if instance is None:
+        if event.provider_instance_id not in known:
             return "unknown_instance"
+        return None
+
+    async def _apply(
+        self, conn: AsyncConnection, event: StoredWebhook, instance_id: str, now: datetime
+    ) -> str:
         observed_at = observed_time(event)
-        current = await repo.get_instance(conn, instance.id, for_update=True)
+        current = await repo.get_instance(conn, instance_id, for_update=True)
         if current.is_terminal:
             return "terminal"
         if current.provider_observed_at is not None and observed_at <= current.provider_observed_at:
