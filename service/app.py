@@ -18,6 +18,7 @@ from service.api.auth import ApiKeyMiddleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.health import health
 from service.api.instances import ROUTES as instance_routes
+from service.api.notifications import ROUTES as notification_routes
 from service.api.request_id import RequestIdMiddleware
 from service.api.webhooks import ROUTES as webhook_routes
 from service.resources import Resources, open_resources
@@ -54,7 +55,11 @@ def create_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         *webhook_routes,
-        Mount("/api", routes=instance_routes, middleware=[Middleware(ApiKeyMiddleware)]),
+        Mount(
+            "/api",
+            routes=[*instance_routes, *notification_routes],
+            middleware=[Middleware(ApiKeyMiddleware)],
+        ),
     ]
     return Starlette(
         routes=routes,

@@ -34,6 +34,11 @@ from service.errors import (
 )
 from service.ingest import IngestBusyError, IngestUnavailableError
 from service.lifecycle import InstanceLostError, NoCapacityToStartError, ProviderStateConflictError
+from service.notifications.errors import (
+    InvalidCursorError,
+    NotificationNotFoundError,
+    NotificationPendingError,
+)
 from service.novita.errors import NovitaError, NovitaRateLimitedError, NovitaUnavailableError
 
 log = structlog.get_logger(__name__)
@@ -47,6 +52,9 @@ STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
     (ValidationFailedError, 422),
     (RequestError, 400),
     (InstanceNotFoundError, 404),
+    (NotificationNotFoundError, 404),
+    (NotificationPendingError, 409),
+    (InvalidCursorError, 422),
     (IllegalTransitionError, 409),
     (InstanceBusyError, 409),
     (IdempotencyConflictError, 409),

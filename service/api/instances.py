@@ -8,7 +8,9 @@ import hashlib
 import json
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import structlog
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -19,8 +21,12 @@ from service.db import repository as repo
 from service.domain import InstanceSpec, Status
 from service.errors import ValidationFailedError
 from service.lifecycle import Lifecycle
+from service.notifications.errors import UnresolvableHostError, WebhookTargetRefusedError
+from service.notifications.ssrf import check_webhook_target
 from service.presenters import event_view, instance_view
 from service.resources import Resources
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -67,6 +73,20 @@ def _spec_from(body: CreateInstanceBody) -> InstanceSpec:
     )
 
 
+async def _check_webhook_target(url: str, allow_private: bool) -> None:
+    """Refuse private, loopback, link-local and metadata targets now, when we can tell.
+
+    A host that does not resolve right now is accepted (DNS may be down, or the receiver
+    not yet deployed): every delivery checks the target again and records a refusal.
+    """
+    try:
+        await check_webhook_target(url, allow_private=allow_private, resolve_timeout=2.0)
+    except UnresolvableHostError:
+        log.info("instance.webhook_host_unresolved", host=urlsplit(url).hostname)
+    except WebhookTargetRefusedError as exc:
+        raise _invalid("webhookUrl", exc.message, url) from None
+
+
 def request_fingerprint(data: dict[str, Any]) -> str:
     """Same JSON object → same fingerprint, whatever its key order or spacing."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -88,6 +108,8 @@ async def create_instance(request: Request) -> JSONResponse:
             "it never sends unsigned ones",
             body.webhook_url,
         )
+    if body.webhook_url is not None:
+        await _check_webhook_target(body.webhook_url, settings.allow_private_webhook_targets)
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
         raise _invalid("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")

@@ -70,10 +70,18 @@ def service_settings(database: Database, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def service(
-    database: Database, simulator: Simulator, sim_api_key: str, sim_clock: ManualClock
+    request: pytest.FixtureRequest,
+    database: Database,
+    simulator: Simulator,
+    sim_api_key: str,
+    sim_clock: ManualClock,
 ) -> AsyncIterator[ServiceUnderTest]:
-    """The app with workers off (tests drive workers themselves), talking to the simulator."""
-    settings = service_settings(database)
+    """The app with workers off (tests drive workers themselves), talking to the simulator.
+
+    `@pytest.mark.service_settings(NAME=value, ...)` overrides settings for one test.
+    """
+    marker = request.node.get_closest_marker("service_settings")
+    settings = service_settings(database, **(marker.kwargs if marker else {}))
     novita = NovitaClient(simulator.base_url, sim_api_key, clock=sim_clock, max_attempts=1)
     inbox = InboxWriter(database, sim_clock, max_queue=settings.inbound_queue_size)
     inbox.start()

@@ -1,0 +1,134 @@
+"""`/api/notifications`: what was sent to clients, every attempt, and redelivery."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.routing import Route
+
+from service.api.bodies import parse_json_object, read_body, validate
+from service.api.responses import JSONResponse
+from service.api.schemas import _Body
+from service.db import outbox
+from service.errors import ValidationFailedError
+from service.notifications.errors import InvalidCursorError
+from service.notifications.models import NotificationCursor, NotificationStatus
+from service.notifications.views import notification_detail_view, notification_view
+from service.presenters import iso
+from service.resources import Resources
+
+MAX_PAGE = 200
+
+
+class RedeliverFailedBody(_Body):
+    since: datetime
+    instance_id: str | None = Field(default=None, alias="instanceId", max_length=64)
+
+
+class TargetBody(_Body):
+    url: str = Field(min_length=1, max_length=2048)
+
+
+def _resources(request: Request) -> Resources:
+    resources: Resources = request.state.resources
+    return resources
+
+
+def _invalid(field: str, message: str, value: Any) -> ValidationFailedError:
+    return ValidationFailedError([{"field": field, "message": message, "value": value}])
+
+
+async def list_notifications(request: Request) -> JSONResponse:
+    params = request.query_params
+    raw_limit = params.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise _invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}", raw_limit)
+    status = params.get("status")
+    if status is not None and status not in {s.value for s in NotificationStatus}:
+        known = ", ".join(s.value for s in NotificationStatus)
+        raise _invalid("status", f"must be one of {known}", status)
+    cursor = params.get("cursor")
+    try:
+        after = NotificationCursor.decode(cursor) if cursor else None
+    except InvalidCursorError:
+        raise _invalid("cursor", "is not a cursor this API returned", cursor) from None
+    async with _resources(request).database.read() as conn:
+        page = await outbox.list_notifications(
+            conn,
+            instance_id=params.get("instance") or params.get("instanceId"),
+            status=status,
+            type=params.get("type"),
+            after=after,
+            limit=int(raw_limit),
+        )
+    return JSONResponse(
+        {
+            "items": [notification_view(n, include_payload=False) for n in page.items],
+            "nextCursor": page.next_cursor.encode() if page.next_cursor else None,
+        }
+    )
+
+
+async def get_notification(request: Request) -> JSONResponse:
+    async with _resources(request).database.read() as conn:
+        detail = await outbox.get_notification(conn, request.path_params["notification_id"])
+    return JSONResponse(notification_detail_view(detail))
+
+
+async def redeliver_notification(request: Request) -> JSONResponse:
+    resources = _resources(request)
+    async with resources.database.transaction() as conn:
+        notification = await outbox.redeliver_notification(
+            conn, request.path_params["notification_id"], now=resources.clock.now()
+        )
+    return JSONResponse(notification_view(notification), status_code=202)
+
+
+async def redeliver_failed(request: Request) -> JSONResponse:
+    body = validate(RedeliverFailedBody, parse_json_object(await read_body(request)))
+    if body.since.tzinfo is None:
+        raise _invalid("since", "must include a time zone", str(body.since))
+    resources = _resources(request)
+    async with resources.database.transaction() as conn:
+        count = await outbox.redeliver_failed_since(
+            conn, body.since, now=resources.clock.now(), instance_id=body.instance_id
+        )
+    return JSONResponse({"redelivered": count}, status_code=202)
+
+
+async def list_disabled_targets(request: Request) -> JSONResponse:
+    async with _resources(request).database.read() as conn:
+        targets = await outbox.list_disabled_targets(conn)
+    return JSONResponse(
+        {
+            "items": [
+                {
+                    "url": t.url,
+                    "disabledAt": iso(t.disabled_at),
+                    "statusCode": t.status_code,
+                    "notificationId": t.notification_id,
+                }
+                for t in targets
+            ]
+        }
+    )
+
+
+async def enable_target(request: Request) -> JSONResponse:
+    body = validate(TargetBody, parse_json_object(await read_body(request)))
+    async with _resources(request).database.transaction() as conn:
+        enabled = await outbox.enable_target(conn, body.url)
+    return JSONResponse({"url": body.url, "enabled": enabled})
+
+
+ROUTES = [
+    Route("/notifications", list_notifications, methods=["GET"]),
+    Route("/notifications/redeliver", redeliver_failed, methods=["POST"]),
+    Route("/notifications/{notification_id}", get_notification, methods=["GET"]),
+    Route("/notifications/{notification_id}/redeliver", redeliver_notification, methods=["POST"]),
+    Route("/webhook-targets/disabled", list_disabled_targets, methods=["GET"]),
+    Route("/webhook-targets/enable", enable_target, methods=["POST"]),
+]
