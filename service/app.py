@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
@@ -18,9 +19,11 @@ from service.api.auth import ApiKeyMiddleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.health import health
 from service.api.instances import ROUTES as instance_routes
+from service.api.metrics import metrics
 from service.api.notifications import ROUTES as notification_routes
 from service.api.request_id import RequestIdMiddleware
 from service.api.webhooks import ROUTES as webhook_routes
+from service.metrics import HttpMetrics, MetricsMiddleware, ServiceCollector
 from service.resources import Resources, open_resources
 from service.settings import Settings
 from service.workers.loop import WorkerGroup
@@ -46,14 +49,25 @@ def create_app(
         )
         async with opened as live:
             workers = WorkerGroup(build_worker_loops(live) if run_workers else [])
+            collector = ServiceCollector(live, workers)
+            registry.register(collector)
             workers.start()
             try:
-                yield {"resources": live, "workers": workers}
+                yield {
+                    "resources": live,
+                    "workers": workers,
+                    "metrics_registry": registry,
+                    "metrics_collector": collector,
+                }
             finally:
                 await workers.stop()
+                registry.unregister(collector)
 
+    registry = CollectorRegistry()
+    http_metrics = HttpMetrics(registry)
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *webhook_routes,
         Mount(
             "/api",
@@ -65,5 +79,8 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=http_metrics),
+            Middleware(RequestIdMiddleware),
+        ],
     )

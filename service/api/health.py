@@ -1,42 +1,82 @@
-"""`GET /health`: is the service able to do its job right now (200) or not (503).
+"""`GET /health`: liveness and readiness of this process.
 
-It names states, never hosts, URLs or credentials.
+200 while the database answers (`status` is `degraded` when something needs attention but
+the service still works: the Novita breaker not closed, a worker paused or overdue); 503
+when it does not. It names states and ages, never hosts, URLs or credentials.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from service import __version__
 from service.api.responses import JSONResponse
+from service.db.stats import service_counts
 from service.resources import Resources
+
+
+def _age(now: Any, then: Any) -> float | None:
+    return round((now - then).total_seconds(), 3) if then is not None else None
+
+
+def _worker_checks(request: Request) -> dict[str, dict[str, Any]]:
+    group = getattr(request.state, "workers", None)
+    checks: dict[str, dict[str, Any]] = {}
+    for loop in getattr(group, "loops", []):
+        worker = loop.worker
+        report = getattr(worker, "health", None)
+        entry: dict[str, Any] = {"iterations": loop.iterations, "failures": loop.failures}
+        if callable(report):
+            entry.update(report())
+        checks[worker.name] = entry
+    return checks
 
 
 async def health(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
-    database_up = await resources.database.ping()
+    now = resources.clock.now()
+    checks: dict[str, Any] = {}
+    try:
+        async with resources.database.read() as conn:
+            counts = await service_counts(conn)
+        database_up = True
+    except (SQLAlchemyError, OSError):
+        counts = None
+        database_up = False
+    checks["database"] = {
+        "status": "up" if database_up else "down",
+        "engine": resources.database.dialect,
+    }
     novita = resources.novita.status()
-    checks = {
-        "database": {
-            "status": "up" if database_up else "down",
-            "engine": resources.database.dialect,
-        },
-        "novita": {
-            "mode": "simulator" if resources.simulator is not None else "novita",
-            "breaker": novita.breaker_state,
-            "breakerRetryAfter": novita.breaker_retry_after,
-            "limiterBacklog": novita.limiter_backlog,
-            "requests": novita.requests,
-            "retries": novita.retries,
-            "errors": novita.errors,
-        },
+    checks["novita"] = {
+        "mode": "simulator" if resources.simulator is not None else "novita",
+        "breaker": novita.breaker_state,
+        "breakerRetryAfter": novita.breaker_retry_after,
+        "limiterBacklog": novita.limiter_backlog,
+        "requests": novita.requests,
+        "retries": novita.retries,
+        "errors": novita.errors,
     }
-    # An open breaker degrades provisioning but reads and webhooks still work: not a 503.
-    ready = database_up
-    status = "ok" if ready and novita.breaker_state == "closed" else "degraded"
-    body = {
-        "status": status if ready else "unavailable",
-        "version": __version__,
-        "checks": checks,
-    }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if counts is not None:
+        checks["outbox"] = {
+            "pending": counts.outbox_by_status.get("pending", 0),
+            "failed": counts.outbox_by_status.get("failed", 0),
+            "oldestPendingAgeSeconds": _age(now, counts.oldest_pending_notification),
+        }
+        checks["inbox"] = {
+            "backlog": counts.inbox_backlog,
+            "oldestUnappliedAgeSeconds": _age(now, counts.oldest_unapplied_webhook),
+            "ingestQueue": resources.inbox.backlog if resources.inbox else None,
+        }
+    workers = _worker_checks(request)
+    if workers:
+        checks["workers"] = workers
+    degraded = novita.breaker_state != "closed" or any(
+        entry.get("paused") or entry.get("overdue") for entry in workers.values()
+    )
+    status = "unavailable" if not database_up else "degraded" if degraded else "ok"
+    body = {"status": status, "version": __version__, "checks": checks}
+    return JSONResponse(body, status_code=200 if database_up else 503)

@@ -1,0 +1,196 @@
+"""Prometheus metrics (prometheus-client), one registry per app.
+
+HTTP requests are counted and timed by an ASGI middleware labelled with the route
+template (never the raw path, so ids do not explode the label set). Everything else is
+read at scrape time from the objects that already keep it: the Novita client's status,
+the inbox writer's counters, the workers' counters, and a few counts from the database
+that the `/metrics` handler refreshes before rendering.
+
+One process per metrics endpoint: `serve` runs one uvicorn worker; run several processes
+behind a load balancer and scrape each (or each `worker` process's own port, if exposed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["route", "method"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None)
+            label = f"{scope.get('root_path', '')}{template}" if template else "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(label, method, str(status)).inc()
+            self.metrics.latency.labels(label, method).observe(time.perf_counter() - started)
+
+
+@dataclass
+class Snapshot:
+    """Values read from the database by the `/metrics` handler just before rendering."""
+
+    instances_by_status: Mapping[str, int] = field(default_factory=dict)
+    outbox_by_status: Mapping[str, int] = field(default_factory=dict)
+    oldest_pending_notification_age: float = 0.0
+    inbox_backlog: int = 0
+
+
+class ServiceCollector(Collector):
+    """Reads the live objects of a running service at scrape time."""
+
+    def __init__(self, resources: Any, workers: Any = None) -> None:
+        self.resources = resources
+        self.workers = workers
+        self.snapshot = Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._novita()
+        yield from self._ingest()
+        yield from self._database()
+        yield from self._workers()
+
+    def _novita(self) -> Iterator[Metric]:
+        status = self.resources.novita.status()
+        breaker = GaugeMetricFamily(
+            "novita_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open."
+        )
+        breaker.add_metric([], BREAKER_STATES.get(status.breaker_state, -1))
+        yield breaker
+        backlog = GaugeMetricFamily("novita_limiter_backlog", "Callers waiting for the limiter.")
+        backlog.add_metric([], status.limiter_backlog)
+        yield backlog
+        calls = CounterMetricFamily(
+            "novita_requests", "Requests sent to Novita, by endpoint.", labels=["endpoint"]
+        )
+        for endpoint, count in status.requests_by_endpoint.items():
+            calls.add_metric([endpoint], count)
+        yield calls
+        errors = CounterMetricFamily(
+            "novita_errors", "Novita calls that failed, by error code.", labels=["code"]
+        )
+        for code, count in status.errors_by_code.items():
+            errors.add_metric([code], count)
+        yield errors
+        retries = CounterMetricFamily("novita_retries", "Retried Novita calls.")
+        retries.add_metric([], status.retries)
+        yield retries
+
+    def _ingest(self) -> Iterator[Metric]:
+        writer = self.resources.inbox
+        if writer is None:
+            return
+        ingested = CounterMetricFamily(
+            "webhooks_ingested", "Inbound webhooks acknowledged, by outcome.", labels=["outcome"]
+        )
+        ingested.add_metric(["stored"], writer.stored)
+        ingested.add_metric(["duplicate"], writer.duplicates)
+        yield ingested
+        rejected = CounterMetricFamily(
+            "webhooks_rejected", "Inbound webhooks refused, by reason.", labels=["reason"]
+        )
+        for reason, count in getattr(writer, "rejected", {}).items():
+            rejected.add_metric([reason], count)
+        yield rejected
+        queue = GaugeMetricFamily("webhooks_ingest_queue", "Webhooks waiting to be stored.")
+        queue.add_metric([], writer.backlog)
+        yield queue
+
+    def _database(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        instances = GaugeMetricFamily(
+            "instances", "Instances by service status.", labels=["status"]
+        )
+        for status, count in snapshot.instances_by_status.items():
+            instances.add_metric([status], count)
+        yield instances
+        notifications = GaugeMetricFamily(
+            "notifications", "Notifications by delivery status.", labels=["status"]
+        )
+        for status, count in snapshot.outbox_by_status.items():
+            notifications.add_metric([status], count)
+        yield notifications
+        age = GaugeMetricFamily(
+            "notifications_oldest_pending_age_seconds", "Age of the oldest pending notification."
+        )
+        age.add_metric([], snapshot.oldest_pending_notification_age)
+        yield age
+        inbox = GaugeMetricFamily("webhooks_inbox_backlog", "Stored webhooks not yet applied.")
+        inbox.add_metric([], snapshot.inbox_backlog)
+        yield inbox
+
+    def _workers(self) -> Iterator[Metric]:
+        if self.workers is None:
+            return
+        iterations = CounterMetricFamily(
+            "worker_iterations", "Worker batches completed.", labels=["worker"]
+        )
+        failures = CounterMetricFamily(
+            "worker_failures", "Worker batches that raised.", labels=["worker"]
+        )
+        for loop in self.workers.loops:
+            iterations.add_metric([loop.worker.name], loop.iterations)
+            failures.add_metric([loop.worker.name], loop.failures)
+        yield iterations
+        yield failures
+        for loop in self.workers.loops:
+            for name, value in _worker_stats(loop.worker).items():
+                family = GaugeMetricFamily(
+                    f"{loop.worker.name}_{name}", f"{loop.worker.name}: {name.replace('_', ' ')}."
+                )
+                family.add_metric([], value)
+                yield family
+
+
+def _worker_stats(worker: object) -> dict[str, float]:
+    """Numbers a worker chooses to publish through a `metrics()` method, if it has one."""
+    publish = getattr(worker, "metrics", None)
+    if not callable(publish):
+        return {}
+    values = publish()
+    return {str(k): float(v) for k, v in values.items() if isinstance(v, int | float)}
