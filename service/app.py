@@ -21,6 +21,7 @@ from service.api.health import health
 from service.api.instances import ROUTES as instance_routes
 from service.api.metrics import metrics
 from service.api.notifications import ROUTES as notification_routes
+from service.api.openapi import openapi
 from service.api.request_id import RequestIdMiddleware
 from service.api.webhooks import ROUTES as webhook_routes
 from service.metrics import HttpMetrics, MetricsMiddleware, ServiceCollector
@@ -68,6 +69,7 @@ def create_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         *webhook_routes,
         Mount(
             "/api",

@@ -111,7 +111,20 @@ Region = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class CreateInstanceBody(_Body):
-    name: Annotated[str, AfterValidator(_check_name)]
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        json_schema_extra={
+            # The cross-field rules of `problems()`, for clients and tools reading the schema.
+            "allOf": [
+                {"anyOf": [{"required": ["productName"]}, {"required": ["productId"]}]},
+                {"anyOf": [{"required": ["templateId"]}, {"required": ["imageUrl"]}]},
+            ]
+        },
+    )
+
+    name: Annotated[str, Field(pattern=_NAME.pattern), AfterValidator(_check_name)]
     product_name: str | None = Field(
         default=None, alias="productName", min_length=1, max_length=255
     )
