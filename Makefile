@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo API key `dev-key` is used unless API_KEYS is set.
 run: $(STAMP)
-	$(BIN)/novita-lifecycle serve --migrate --host $(HOST) --port $(PORT) \
-		$(if $(NOVITA_API_KEY),,--simulator)
+	API_KEYS="$${API_KEYS:-dev-key}" $(BIN)/novita-lifecycle serve --migrate \
+		--host $(HOST) --port $(PORT) $(if $(NOVITA_API_KEY),,--simulator)
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests migrations
-	$(BIN)/mypy service
+	$(BIN)/ruff check service tests migrations scripts bench client-examples novita_lifecycle_client
+	$(BIN)/mypy service novita_lifecycle_client
 
 test: lint
 	eval "$$(scripts/test-postgres.sh)" && $(BIN)/pytest $(PYTEST_ARGS)

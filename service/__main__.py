@@ -7,16 +7,21 @@ Exit codes: 0 success, 1 the command failed (database unreachable or at the wron
 from __future__ import annotations
 
 import asyncio
-from typing import NoReturn
+from datetime import datetime
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service import __version__
-from service.errors import ConfigError, DatabaseError
+from service.errors import ConfigError, DatabaseError, ValidationFailedError
 from service.settings import Settings, load_settings
 from service.simulator.cli import simulate
+
+if TYPE_CHECKING:
+    from service.reports.model import Report
+    from service.reports.params import ReportQuery
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -153,6 +158,91 @@ def worker(simulator: bool, migrate_first: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
     run_database_step(settings, migrate=migrate_first)
     asyncio.run(run_workers(settings))
+
+
+def _field_errors(exc: ValidationFailedError) -> str:
+    return "; ".join(
+        f"--{str(item['field']).replace('_', '-')}: {item['message']}"
+        + (f" (got {item['value']!r})" if item.get("value") is not None else "")
+        for item in exc.fields
+    )
+
+
+async def _build_report(settings: Settings, query: ReportQuery, now: datetime) -> Report:
+    from service.db.engine import Database
+    from service.db.migrations import check_schema_is_current
+    from service.reports.run import run_report
+
+    database = Database.from_url(
+        settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
+    try:
+        await check_schema_is_current(database.engine)
+        return await run_report(database, query, now=now)
+    finally:
+        await database.close()
+
+
+@cli.command()
+@click.argument("name", metavar="NAME")
+@click.option("--since", help="Window start: ISO 8601 (naive = UTC) or an age (30m, 24h, 7d).")
+@click.option("--until", help="Window end, exclusive (same forms as --since).  [default: now]")
+@click.option("--at", "at", help="fleet only: the moment to count at.  [default: now]")
+@click.option(
+    "--group-by", "group_by", help="Comma-separated dimensions; an empty value gives totals."
+)
+@click.option("--format", "fmt", default="table", show_default=True, help="table, csv or json.")
+@click.option("--section", help="Only this section (CSV prints the first one unless given).")
+def report(
+    name: str,
+    since: str | None,
+    until: str | None,
+    at: str | None,
+    group_by: str | None,
+    fmt: str,
+    section: str | None,
+) -> None:
+    """Print a report from the SQL store (DATABASE_URL).
+
+    \b
+    NAME is one of:
+      fleet         instances per status/region/product/billing_mode, now or --at
+      usage         GPU-hours and cost (USD) per day/product/region/billing_mode
+      provisioning  time to running/ready (p50/p90/p99), success and fallback rates,
+                    capacity errors per region x product, failure reasons;
+                    --group-by product,region,billing_mode (default: totals)
+      reliability   webhooks (received, duplicates, rejected), state changes by source,
+                    notifications delivered/failed and delivery latency
+    Windowed reports cover the 7 days before --until unless --since is given.
+    """
+    from service.clock import SystemClock
+    from service.reports.params import parse_query
+    from service.reports.render import FORMATS, render
+
+    settings = settings_or_exit()
+    now = SystemClock().now()
+    try:
+        if fmt not in FORMATS:
+            raise ValidationFailedError(
+                [{"field": "format", "message": f"one of: {', '.join(FORMATS)}", "value": fmt}]
+            )
+        query = parse_query(name, now=now, since=since, until=until, at=at, group_by=group_by)
+    except ValidationFailedError as exc:
+        fail(_field_errors(exc), EXIT_CONFIG)
+    try:
+        built = asyncio.run(_build_report(settings, query, now))
+    except DatabaseError as exc:
+        fail(exc.message, EXIT_FAILED)
+    except (OperationalError, DBAPIError, OSError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        fail(
+            f"cannot use the database at {_masked(settings.database_url)}: {reason}",
+            EXIT_FAILED,
+        )
+    try:
+        click.echo(render(built, fmt, section=section), nl=False)
+    except ValidationFailedError as exc:
+        fail(_field_errors(exc), EXIT_CONFIG)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from service.api.instances import ROUTES as instance_routes
 from service.api.metrics import metrics
 from service.api.notifications import ROUTES as notification_routes
 from service.api.openapi import openapi
+from service.api.reports import ROUTES as report_routes
 from service.api.request_id import RequestIdMiddleware
 from service.api.webhooks import ROUTES as webhook_routes
 from service.metrics import HttpMetrics, MetricsMiddleware, ServiceCollector
@@ -73,7 +74,7 @@ def create_app(
         *webhook_routes,
         Mount(
             "/api",
-            routes=[*instance_routes, *notification_routes],
+            routes=[*instance_routes, *notification_routes, *report_routes],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
     ]

@@ -133,6 +133,7 @@ class InstanceSpec:
     labels: dict[str, str] = field(default_factory=dict)
     readiness: dict[str, Any] | None = None
     auto_stop: dict[str, Any] | None = None
+    on_interruption: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,14 @@ class Instance:
     claim_expires_at: datetime | None
     event_seq: int
     version: int
+    # Spot-interruption recovery (policy worker); defaults keep older constructors valid.
+    interruption_policy: dict[str, Any] | None = None
+    recovery_attempts: int = 0
+    recovery_started_at: datetime | None = None
+    recovery_next_at: datetime | None = None
+    idle_noted_at: datetime | None = None
+    replaces_instance_id: str | None = None
+    replaced_by_instance_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.clock import Clock
-from service.db import inbox
+from service.db import inbox, webhook_tallies
 from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.errors import ServiceError
@@ -118,9 +118,16 @@ class InboxWriter:
             first_seen.setdefault(item.record.webhook_id, item)
         try:
             async with self._database.transaction() as conn:
+                now = self._clock.now()
                 inserted = await inbox.store_batch(
-                    conn, [item.record for item in first_seen.values()], now=self._clock.now()
+                    conn, [item.record for item in first_seen.values()], now=now
                 )
+                # Duplicates leave no row of their own: count them (for the reliability
+                # report) in the same commit, one statement per batch that has any.
+                if len(batch) > len(inserted):
+                    await webhook_tallies.increment(
+                        conn, webhook_tallies.DUPLICATE, now=now, by=len(batch) - len(inserted)
+                    )
         except asyncio.CancelledError:
             self._fail(batch, IngestUnavailableError("the service is shutting down"))
             raise

@@ -116,7 +116,13 @@ class Lifecycle:
 
     # -- actions ---------------------------------------------------------------------------
 
-    async def start(self, id_or_novita_id: str) -> Instance:
+    async def start(
+        self,
+        id_or_novita_id: str,
+        *,
+        source: EventSource = EventSource.API,
+        reason: str | None = None,
+    ) -> Instance:
         instance = await self._for_action(id_or_novita_id, START_FROM, Status.STARTING)
         assert instance.novita_instance_id is not None
         try:
@@ -127,7 +133,7 @@ class Lifecycle:
                     conn,
                     instance.id,
                     kind="start_failed",
-                    source=EventSource.API,
+                    source=source,
                     now=self._now(),
                     reason="no_capacity",
                     detail={"providerReason": exc.reason, "message": exc.message},
@@ -140,16 +146,32 @@ class Lifecycle:
             ) from None
         except NovitaError as exc:
             raise await self._translate_action_error(instance, "start", exc) from None
-        return await self._move(instance, Status.STARTING, kind="start_requested")
+        return await self._move(
+            instance, Status.STARTING, kind="start_requested", source=source, reason=reason
+        )
 
-    async def stop(self, id_or_novita_id: str) -> Instance:
+    async def stop(
+        self,
+        id_or_novita_id: str,
+        *,
+        source: EventSource = EventSource.API,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Instance:
         instance = await self._for_action(id_or_novita_id, STOP_FROM, Status.STOPPING)
         assert instance.novita_instance_id is not None
         try:
             await self.novita.stop_instance(instance.novita_instance_id)
         except NovitaError as exc:
             raise await self._translate_action_error(instance, "stop", exc) from None
-        return await self._move(instance, Status.STOPPING, kind="stop_requested")
+        return await self._move(
+            instance,
+            Status.STOPPING,
+            kind="stop_requested",
+            source=source,
+            reason=reason,
+            detail=detail,
+        )
 
     async def restart(self, id_or_novita_id: str) -> Instance:
         instance = await self._for_action(id_or_novita_id, RESTART_FROM, Status.STARTING)
@@ -160,12 +182,19 @@ class Lifecycle:
             raise await self._translate_action_error(instance, "restart", exc) from None
         return await self._move(instance, Status.STARTING, kind="restart_requested")
 
-    async def delete(self, id_or_novita_id: str) -> Instance:
+    async def delete(
+        self,
+        id_or_novita_id: str,
+        *,
+        source: EventSource = EventSource.API,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Instance:
         instance = await self.get(id_or_novita_id)
         if instance.status in NOT_DELETABLE:
             raise IllegalTransitionError(instance.id, instance.status.value, "deleting")
         if instance.novita_instance_id is None:
-            return await self._delete_unsubmitted(instance)
+            return await self._delete_unsubmitted(instance, source=source)
         try:
             await self.novita.delete_instance(instance.novita_instance_id)
         except NovitaNotFoundError:
@@ -173,7 +202,14 @@ class Lifecycle:
             log.info("instance.delete_already_gone", instance_id=instance.id)
         except NovitaError as exc:
             raise await self._translate_action_error(instance, "delete", exc) from None
-        return await self._move(instance, Status.DELETING, kind="delete_requested")
+        return await self._move(
+            instance,
+            Status.DELETING,
+            kind="delete_requested",
+            source=source,
+            reason=reason,
+            detail=detail,
+        )
 
     async def touch(self, id_or_novita_id: str, at: datetime | None) -> Instance:
         now = self._now()
@@ -193,15 +229,33 @@ class Lifecycle:
             raise IllegalTransitionError(instance.id, instance.status.value, target.value)
         return instance
 
-    async def _move(self, instance: Instance, target: Status, *, kind: str) -> Instance:
+    async def _move(
+        self,
+        instance: Instance,
+        target: Status,
+        *,
+        kind: str,
+        source: EventSource = EventSource.API,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Instance:
         async with self.db.transaction() as conn:
             result = await repo.change_status(
-                conn, instance.id, target, source=EventSource.API, now=self._now(), kind=kind
+                conn,
+                instance.id,
+                target,
+                source=source,
+                now=self._now(),
+                kind=kind,
+                reason=reason,
+                detail=detail,
             )
         log.info("instance.action", instance_id=instance.id, action=kind, status=target.value)
         return result.instance
 
-    async def _delete_unsubmitted(self, instance: Instance) -> Instance:
+    async def _delete_unsubmitted(
+        self, instance: Instance, *, source: EventSource = EventSource.API
+    ) -> Instance:
         """Nothing exists at Novita unless a create is under way: only then must we wait."""
         now = self._now()
         claimed = instance.claim_expires_at is not None and instance.claim_expires_at > now
@@ -216,7 +270,7 @@ class Lifecycle:
                 conn,
                 instance.id,
                 Status.DELETING,
-                source=EventSource.API,
+                source=source,
                 now=now,
                 kind="delete_requested",
             )
@@ -224,7 +278,7 @@ class Lifecycle:
                 conn,
                 instance.id,
                 Status.DELETED,
-                source=EventSource.API,
+                source=source,
                 now=now,
                 kind="deleted",
                 reason="never_submitted",

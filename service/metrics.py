@@ -12,6 +12,7 @@ behind a load balancer and scrape each (or each `worker` process's own port, if 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.workers.facts import numeric_facts
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -178,19 +181,12 @@ class ServiceCollector(Collector):
             failures.add_metric([loop.worker.name], loop.failures)
         yield iterations
         yield failures
+        now = self.resources.clock.now()
         for loop in self.workers.loops:
-            for name, value in _worker_stats(loop.worker).items():
+            for camel, value in numeric_facts(loop.worker, now).items():
+                name = re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
                 family = GaugeMetricFamily(
                     f"{loop.worker.name}_{name}", f"{loop.worker.name}: {name.replace('_', ' ')}."
                 )
                 family.add_metric([], value)
                 yield family
-
-
-def _worker_stats(worker: object) -> dict[str, float]:
-    """Numbers a worker chooses to publish through a `metrics()` method, if it has one."""
-    publish = getattr(worker, "metrics", None)
-    if not callable(publish):
-        return {}
-    values = publish()
-    return {str(k): float(v) for k, v in values.items() if isinstance(v, int | float)}

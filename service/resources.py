@@ -38,6 +38,9 @@ class Resources:
     inbox: InboxWriter | None = None
     # Who holds claims and leases taken by this process (unique per process start).
     owner: str = ""
+    # Readiness probes may reach private/loopback endpoints: set by configuration, and
+    # always with the built-in simulator, whose port mappings answer on loopback.
+    allow_private_probe_targets: bool = False
 
 
 def new_owner_id() -> str:
@@ -95,5 +98,7 @@ async def open_resources(
             simulator=simulator,
             inbox=inbox,
             owner=new_owner_id(),
+            allow_private_probe_targets=settings.allow_private_probe_targets
+            or simulator is not None,
         )
         log.info("resources.closing")

@@ -164,6 +164,23 @@ class Settings(BaseSettings):
     startup_timeout: float = Field(
         default=900.0, gt=0, description="Seconds from running to ready before `failed`."
     )
+    readiness_probe_timeout: float = Field(
+        default=5.0, gt=0, le=120, description="Timeout of one readiness probe, seconds."
+    )
+    readiness_concurrency: int = Field(
+        default=20, ge=1, le=1000, description="Readiness probes in flight, this process."
+    )
+    readiness_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between readiness probes of a running instance not yet ready.",
+    )
+    allow_private_probe_targets: bool = Field(
+        default=False,
+        description="Allow readiness probes of private, loopback or link-local endpoints "
+        "(cloud metadata addresses stay refused); always on with the built-in simulator.",
+    )
     poll_interval_transitional: float = Field(
         default=5.0, gt=0, description="Seconds between polls of an instance in transition."
     )
@@ -211,6 +228,51 @@ class Settings(BaseSettings):
     )
     log_format: Literal["console", "json"] = Field(
         default="console", description="console (readable) or json (production)."
+    )
+
+    # Policies: idle auto-stop and spot-interruption recovery (service/workers/policy.py)
+    auto_stop_idle_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        le=10080,
+        description="Default idle minutes before a ready instance without its own autoStop "
+        "is stopped; unset = no default (only instances with autoStop are stopped).",
+    )
+    auto_stop_action: Literal["stop", "delete"] = Field(
+        default="stop", description="What the default idle policy does: stop or delete."
+    )
+    auto_stop_grace_minutes: float = Field(
+        default=10,
+        ge=0,
+        le=1440,
+        description="Minutes after each (re)start during which no instance is idle-stopped.",
+    )
+    auto_stop_dry_run: bool = Field(
+        default=False,
+        description="Idle policy only records (event + log) what it would do; acts on nothing.",
+    )
+    spot_interruption_action: Literal["notify", "restart", "recreate"] = Field(
+        default="notify",
+        description="Default for a reclaimed spot instance without its own onInterruption: "
+        "notify (record only), restart it, or recreate it elsewhere.",
+    )
+    spot_recovery_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Restart/recreate attempts before `failed`."
+    )
+    spot_recovery_max_minutes: float = Field(
+        default=60,
+        gt=0,
+        le=10080,
+        description="Minutes from the interruption after which recovery gives up (`failed`).",
+    )
+    spot_recovery_backoff_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Wait after the first failed recovery attempt; doubles after each one.",
+    )
+    policy_interval: float = Field(
+        default=15, gt=0, le=3600, description="Seconds between policy worker passes."
     )
 
     @field_validator("api_keys", "inbound_webhook_secrets", mode="before")

@@ -16,22 +16,20 @@ from service import __version__
 from service.api.responses import JSONResponse
 from service.db.stats import service_counts
 from service.resources import Resources
+from service.workers.facts import worker_facts
 
 
 def _age(now: Any, then: Any) -> float | None:
     return round((now - then).total_seconds(), 3) if then is not None else None
 
 
-def _worker_checks(request: Request) -> dict[str, dict[str, Any]]:
+def _worker_checks(request: Request, now: Any) -> dict[str, dict[str, Any]]:
     group = getattr(request.state, "workers", None)
     checks: dict[str, dict[str, Any]] = {}
     for loop in getattr(group, "loops", []):
-        worker = loop.worker
-        report = getattr(worker, "health", None)
         entry: dict[str, Any] = {"iterations": loop.iterations, "failures": loop.failures}
-        if callable(report):
-            entry.update(report())
-        checks[worker.name] = entry
+        entry.update(worker_facts(loop.worker, now))
+        checks[loop.worker.name] = entry
     return checks
 
 
@@ -71,7 +69,7 @@ async def health(request: Request) -> JSONResponse:
             "oldestUnappliedAgeSeconds": _age(now, counts.oldest_unapplied_webhook),
             "ingestQueue": resources.inbox.backlog if resources.inbox else None,
         }
-    workers = _worker_checks(request)
+    workers = _worker_checks(request, now)
     if workers:
         checks["workers"] = workers
     degraded = novita.breaker_state != "closed" or any(

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from service.api.bodies import parse_json_object, read_body, validate
+from service.api.policies import patch_policies
 from service.api.responses import JSONResponse
 from service.api.schemas import CreateInstanceBody, LastUsedBody
 from service.db import repository as repo
@@ -70,6 +71,11 @@ def _spec_from(body: CreateInstanceBody) -> InstanceSpec:
         labels=dict(body.labels),
         readiness=body.readiness.model_dump() if body.readiness else None,
         auto_stop=body.auto_stop.model_dump(by_alias=True) if body.auto_stop else None,
+        on_interruption=(
+            body.on_interruption.model_dump(by_alias=True, exclude_none=True)
+            if body.on_interruption
+            else None
+        ),
     )
 
 
@@ -277,4 +283,5 @@ ROUTES = [
     Route("/instances/{instance_id}/stop", stop_instance, methods=["POST"]),
     Route("/instances/{instance_id}/restart", restart_instance, methods=["POST"]),
     Route("/instances/{instance_id}/last-used", put_last_used, methods=["PUT"]),
+    Route("/instances/{instance_id}", patch_policies, methods=["PATCH"]),
 ]

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from service import __version__
 from service.api.notifications import RedeliverFailedBody, TargetBody
 from service.api.responses import JSONResponse
-from service.api.schemas import CreateInstanceBody, LastUsedBody
+from service.api.schemas import CreateInstanceBody, LastUsedBody, UpdatePoliciesBody
 from service.domain import Status
 
 _REF = "#/components/schemas/{model}"
@@ -69,6 +69,9 @@ INSTANCE = {
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "readiness": {"type": ["object", "null"]},
         "autoStop": {"type": ["object", "null"]},
+        "onInterruption": {"type": ["object", "null"]},
+        "replacesInstanceId": NULLABLE_STRING,
+        "replacedByInstanceId": NULLABLE_STRING,
         "portMappings": {"type": "array", "items": {"type": "object"}},
         "createdAt": {"type": "string", "format": "date-time"},
         "updatedAt": NULLABLE_TIME,
@@ -126,6 +129,7 @@ OPERATION_IDS = {
     ("get", "/api/instances"): "listInstances",
     ("get", "/api/instances/{instance_id}"): "getInstance",
     ("delete", "/api/instances/{instance_id}"): "deleteInstance",
+    ("patch", "/api/instances/{instance_id}"): "updateInstancePolicies",
     ("get", "/api/instances/{instance_id}/events"): "listInstanceEvents",
     ("put", "/api/instances/{instance_id}/last-used"): "touchInstance",
     ("post", "/api/instances/{instance_id}/start"): "startInstance",
@@ -143,6 +147,7 @@ INSTANCE_LINKS = {
     for op in (
         "getInstance",
         "deleteInstance",
+        "updateInstancePolicies",
         "listInstanceEvents",
         "touchInstance",
         "startInstance",
@@ -242,6 +247,7 @@ def build_document() -> dict[str, Any]:
     }
     create = {"schema": _body_schema(CreateInstanceBody, components)}
     last_used = {"schema": _body_schema(LastUsedBody, components)}
+    policies = {"schema": _body_schema(UpdatePoliciesBody, components)}
     redeliver = {"schema": _body_schema(RedeliverFailedBody, components)}
     target = {"schema": _body_schema(TargetBody, components)}
     instance_id = [_path("instance_id")]
@@ -327,6 +333,12 @@ def build_document() -> dict[str, Any]:
             "delete": _operation(
                 "Delete an instance",
                 {"202": _json("Instance"), **action_errors},
+                parameters=instance_id,
+            ),
+            "patch": _operation(
+                "Change the idle auto-stop and spot-interruption policies",
+                {"200": _json("Instance"), **_errors(400, 401, 404, 409, 413, 422)},
+                body=policies,
                 parameters=instance_id,
             ),
         },

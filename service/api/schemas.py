@@ -82,6 +82,22 @@ class AutoStop(_Body):
     action: Literal["stop", "delete"] = "stop"
 
 
+class OnInterruption(_Body):
+    """What the service does when Novita reclaims a spot instance (bounded retries)."""
+
+    action: Literal["notify", "restart", "recreate"] = "notify"
+    max_attempts: int | None = Field(default=None, alias="maxAttempts", ge=1, le=100)
+    max_minutes: int | None = Field(default=None, alias="maxMinutes", ge=1, le=10080)
+
+
+class UpdatePoliciesBody(_Body):
+    """`PATCH /api/instances/{id}`: a field left out is kept; null clears it (the service
+    defaults apply again)."""
+
+    auto_stop: AutoStop | None = Field(default=None, alias="autoStop")
+    on_interruption: OnInterruption | None = Field(default=None, alias="onInterruption")
+
+
 def _check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
@@ -156,6 +172,7 @@ class CreateInstanceBody(_Body):
     )
     readiness: Readiness | None = None
     auto_stop: AutoStop | None = Field(default=None, alias="autoStop")
+    on_interruption: OnInterruption | None = Field(default=None, alias="onInterruption")
 
     def problems(self) -> list[tuple[str, str]]:
         """Rules across fields, reported against the field a client should fix."""

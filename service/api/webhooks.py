@@ -2,7 +2,8 @@
 
 Order matters: size limit (413), signature over the raw bytes (401), envelope (400), then
 the group-commit writer; the answer is 200 only once the event's batch has committed
-(a duplicate `webhook-id` answers 200 too, and is stored once). Unknown event types are
+(a duplicate `webhook-id` answers 200 too, and is stored once). Rejections are counted
+per minute and reason (`webhook_tallies`) for the reliability report. Unknown event types are
 stored and acknowledged; the applier decides what they mean.
 """
 
@@ -11,16 +12,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import structlog
 from starlette.requests import Request
 from starlette.routing import Route
 
 from service.api.bodies import read_body
 from service.api.responses import JSONResponse
+from service.db import webhook_tallies
 from service.db.inbox import InboxRecord
-from service.errors import MalformedRequestError, WebhookSignatureError
+from service.errors import MalformedRequestError, PayloadTooLargeError, WebhookSignatureError
 from service.resources import Resources
 from service.settings import decode_webhook_secret
 from service.signatures import SignatureError, verify
+
+log = structlog.get_logger(__name__)
 
 
 def parse_envelope(raw: bytes) -> InboxRecord:
@@ -56,6 +61,23 @@ def _keys(resources: Resources) -> list[bytes]:
 
 
 async def receive_novita_webhook(request: Request) -> JSONResponse:
+    try:
+        return await _receive(request)
+    except (WebhookSignatureError, MalformedRequestError, PayloadTooLargeError) as exc:
+        await _count_rejection(request.state.resources, exc.code.lower())
+        raise
+
+
+async def _count_rejection(resources: Resources, reason: str) -> None:
+    """One upsert per rejected request, for the reliability report; never an error."""
+    try:
+        async with resources.database.transaction() as conn:
+            await webhook_tallies.increment(conn, reason, now=resources.clock.now())
+    except Exception:  # a counter must not turn a 4xx into a 500
+        log.warning("webhook.rejection_not_counted", reason=reason, exc_info=True)
+
+
+async def _receive(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     settings = resources.settings
     raw = await read_body(request, limit=settings.inbound_webhook_max_bytes)

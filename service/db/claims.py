@@ -135,3 +135,16 @@ async def release(
         .values(**values)
     )
     return result.rowcount == 1
+
+
+async def claim_for_probe(
+    conn: AsyncConnection, instance_ids: list[str], *, owner: str, now: datetime, ttl: float
+) -> list[Instance]:
+    """Claim those of `instance_ids` that are still `running` and not claimed by anyone else
+    (a poll in flight, or another process's probe): one prober per instance at a time."""
+    if not instance_ids:
+        return []
+    condition = sa.and_(
+        instances.c.id.in_(instance_ids), instances.c.status == Status.RUNNING.value
+    )
+    return await _claim(conn, condition, owner=owner, now=now, ttl=ttl, limit=len(instance_ids))

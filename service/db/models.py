@@ -75,6 +75,19 @@ instances = sa.Table(
     sa.Column("claim_expires_at", UTCDateTime, nullable=True),
     sa.Column("event_seq", sa.Integer, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    # Idle auto-stop and spot-interruption recovery (migration 0004). The policy worker's
+    # claim is its own, so it never collides with the reconciler's poll claim above.
+    sa.Column("interruption_policy", JSONType, nullable=True),
+    sa.Column("policy_claim_owner", sa.String(100), nullable=True),
+    sa.Column("policy_claim_expires_at", UTCDateTime, nullable=True),
+    sa.Column("idle_noted_at", UTCDateTime, nullable=True),
+    sa.Column("recovery_attempts", sa.Integer, nullable=True),
+    sa.Column("recovery_started_at", UTCDateTime, nullable=True),
+    sa.Column("recovery_next_at", UTCDateTime, nullable=True),
+    sa.Column("replaces_instance_id", sa.String(40), sa.ForeignKey("instances.id"), nullable=True),
+    sa.Column(
+        "replaced_by_instance_id", sa.String(40), sa.ForeignKey("instances.id"), nullable=True
+    ),
     sa.UniqueConstraint("novita_instance_id"),
     sa.CheckConstraint(_in("status", STATUS_VALUES), name="status"),
     sa.CheckConstraint(_in("billing_mode", BILLING_MODES), name="billing_mode"),
@@ -102,7 +115,6 @@ instance_events = sa.Table(
     sa.Column("detail", JSONType, nullable=False),
     sa.UniqueConstraint("instance_id", "seq"),
     sa.CheckConstraint(_in("source", SOURCE_VALUES), name="source"),
-    sa.Index(None, "at"),
 )
 
 outbox = sa.Table(
@@ -212,3 +224,29 @@ disabled_webhook_targets = sa.Table(
     sa.Column("outbox_id", sa.String(40), nullable=True),
     sa.Column("status_code", sa.Integer, nullable=False),
 )
+
+# Webhook requests that leave no inbox row of their own: duplicates (answered 2xx, stored
+# once) and rejections (401/400/413, never stored). One row per UTC minute and outcome,
+# upserted, so a flood costs one small write per request and the table stays tiny.
+webhook_tallies = sa.Table(
+    "webhook_tallies",
+    metadata,
+    sa.Column("minute", UTCDateTime, primary_key=True),
+    sa.Column("outcome", sa.String(32), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+# Reports scan the history by time and read only these columns: carrying them in the index
+# keeps such scans inside it (SQLite would otherwise fetch a million rows one at a time).
+sa.Index(
+    "ix_instance_events_at_covering",
+    instance_events.c.at,
+    instance_events.c.source,
+    instance_events.c.from_status,
+    instance_events.c.to_status,
+    instance_events.c.instance_id,
+)
+# An instance's first event of a status (time to running/ready) is one index probe.
+sa.Index(None, instance_events.c.instance_id, instance_events.c.to_status, instance_events.c.at)
+# Delivery counts and latency percentiles per window without touching the outbox rows.
+sa.Index(None, outbox.c.status, outbox.c.created_at, outbox.c.delivered_at)

@@ -23,14 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import (
     disabled_webhook_targets,
-    instance_events,
-    instances,
     outbox,
     outbox_attempts,
     outbox_redeliveries,
 )
-from service.db.repository import _event_from_row, get_instance
-from service.domain import EventSource, InstanceEvent
 from service.notifications.errors import NotificationNotFoundError, NotificationPendingError
 from service.notifications.models import (
     AttemptOutcome,
@@ -370,47 +366,6 @@ async def cancel_pending_for_target(
         .returning(outbox.c.id, outbox.c.instance_id)
     )
     return [(row.id, row.instance_id) for row in result]
-
-
-async def append_note_event(
-    conn: AsyncConnection,
-    instance_id: str,
-    *,
-    kind: str,
-    now: datetime,
-    source: EventSource = EventSource.POLICY,
-    reason: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> InstanceEvent:
-    """Append an event that is not a status change (and sends no notification).
-
-    It takes the next number of the instance's event sequence, like a transition does,
-    under the same row lock; notification receivers therefore see a gap in `sequence`.
-    """
-    instance = await get_instance(conn, instance_id, for_update=True)
-    seq = instance.event_seq + 1
-    await conn.execute(
-        instances.update()
-        .where(instances.c.id == instance_id)
-        .values(event_seq=seq, version=instance.version + 1)
-    )
-    result = await conn.execute(
-        instance_events.insert()
-        .values(
-            instance_id=instance_id,
-            seq=seq,
-            at=now,
-            source=source.value,
-            kind=kind,
-            from_status=None,
-            to_status=None,
-            provider_status=None,
-            reason=reason,
-            detail=detail or {},
-        )
-        .returning(instance_events)
-    )
-    return _event_from_row(result.one())
 
 
 # --- reading and redelivery (REST API) ----------------------------------------------------

@@ -110,6 +110,13 @@ def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
         claim_expires_at=m["claim_expires_at"],
         event_seq=m["event_seq"],
         version=m["version"],
+        interruption_policy=m["interruption_policy"],
+        recovery_attempts=m["recovery_attempts"] or 0,
+        recovery_started_at=m["recovery_started_at"],
+        recovery_next_at=m["recovery_next_at"],
+        idle_noted_at=m["idle_noted_at"],
+        replaces_instance_id=m["replaces_instance_id"],
+        replaced_by_instance_id=m["replaced_by_instance_id"],
     )
 
 
@@ -180,6 +187,7 @@ async def insert_instance(
             labels=dict(spec.labels),
             readiness=spec.readiness,
             auto_stop=spec.auto_stop,
+            interruption_policy=spec.on_interruption,
             port_mappings=[],
             created_at=now,
             updated_at=now,
@@ -202,6 +210,56 @@ async def insert_instance(
         detail={},
     )
     return TransitionResult(instance=await get_instance(conn, instance_id), event=event)
+
+
+async def insert_adopted_instance(
+    conn: AsyncConnection,
+    instance_id: str,
+    spec: InstanceSpec,
+    *,
+    path: Sequence[Status],
+    now: datetime,
+    facts: Mapping[str, Any],
+    provider_status: str | None,
+    observed_at: datetime,
+    detail: Mapping[str, Any],
+    reason: str | None = None,
+) -> TransitionResult | None:
+    """Record a provider instance that carries our id but had no row, under that id.
+
+    It is written like any instance: `created` (pending), then `adopted` (provisioning, with
+    the provider facts), then each further step of `path` (the legal way to the status
+    Novita reports), each with its event and outbox row. None (nothing written) when a row
+    with that id or that Novita id exists already.
+    """
+    if not path or path[0] is not Status.PROVISIONING:
+        raise ValueError("an adopted instance's path starts at provisioning")
+    novita_id = facts.get("novita_instance_id")
+    taken = instances.c.id == instance_id
+    if novita_id is not None:
+        taken = sa.or_(taken, instances.c.novita_instance_id == novita_id)
+    if (await conn.execute(sa.select(instances.c.id).where(taken).limit(1))).first():
+        return None
+    await insert_instance(
+        conn, spec, now=now, source=EventSource.RECONCILER, instance_id=instance_id
+    )
+    result: TransitionResult | None = None
+    for index, step in enumerate(path):
+        result = await change_status(
+            conn,
+            instance_id,
+            step,
+            source=EventSource.RECONCILER,
+            now=now,
+            kind="adopted" if index == 0 else "status_changed",
+            reason=reason if index == len(path) - 1 else None,
+            provider_status=provider_status,
+            observed_at=observed_at,
+            detail=detail,
+            changes=facts if index == 0 else None,
+        )
+    assert result is not None
+    return result
 
 
 async def get_instance(
@@ -412,8 +470,11 @@ async def append_note(
     reason: str | None = None,
     detail: Mapping[str, Any] | None = None,
 ) -> InstanceEvent:
-    """Record something that happened to an instance without changing its status
-    (e.g. a start refused for lack of capacity). No notification is queued for it."""
+    """Record something that happened to an instance without changing its status (a start
+    refused for lack of capacity, notifications disabled for its URL). It takes the next
+    number of the instance's event sequence under the row lock, has no from/to status (it
+    is not a transition), and queues no notification, so receivers see a gap in `sequence`.
+    """
     current = await get_instance(conn, instance_id, for_update=True)
     seq = current.event_seq + 1
     await _update_instance(
@@ -427,9 +488,9 @@ async def append_note(
             at=now,
             source=source.value,
             kind=kind,
-            from_status=current.status.value,
-            to_status=current.status.value,
-            provider_status=current.provider_status,
+            from_status=None,
+            to_status=None,
+            provider_status=None,
             reason=reason,
             detail=dict(detail or {}),
         )

@@ -34,7 +34,9 @@ import structlog
 
 from service.clock import Clock
 from service.db import outbox as outbox_db
+from service.db import repository
 from service.db.engine import Database
+from service.domain import EventSource
 from service.notifications.delivery import Deliverer, new_delivery_session
 from service.notifications.errors import WebhookTargetRefusedError
 from service.notifications.models import (
@@ -333,10 +335,11 @@ class Notifier:
             per_instance = Counter(instance_id for _id, instance_id in cancelled)
             affected = sorted({record.claimed.instance_id, *per_instance})
             for instance_id in affected:  # sorted: a fixed lock order across processes
-                await outbox_db.append_note_event(
+                await repository.append_note(
                     conn,
                     instance_id,
                     kind=GONE_KIND,
+                    source=EventSource.POLICY,
                     now=now,
                     reason="webhook_gone",
                     detail={

@@ -261,6 +261,7 @@ class Provisioner:
             "region": candidate.region,
             "clusterId": candidate.cluster_id,
             "productId": candidate.product.id,
+            "productName": candidate.product.name,  # reports group capacity errors by it
         }
         try:
             novita_id = await self._novita.create_instance(

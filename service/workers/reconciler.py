@@ -1,39 +1,29 @@
 """The reconciler's per-instance poll: keep each live row true to what Novita says (DESIGN §10).
 
 One batch claims due rows (live, with a Novita id, `next_check_at` passed, claim free or
-expired), reads each from Novita and applies the §16 mapping (`status_map`) through
-`change_status`. Novita's reads are the truth; webhooks only make us look sooner.
+expired), reads each from Novita and applies the answer through `ObservationApplier`
+(`service.workers.observe`, shared with the relist: the rules are written down there).
+Novita's reads are the truth; webhooks only make us look sooner.
 
 - Next check: `poll_interval_transitional` while the status is transitional, else
   `reconcile_interval`; after a failed read, a per-instance exponential backoff.
-- Not found: `deleted` if we were deleting, else `failed` with reason `lost`.
-- An action we just asked for (start, stop, delete) wins over a read still showing the
-  state before it, for `action_settle_seconds`; after that Novita's word stands, and a
-  delete Novita still has not started is sent again (deletes are idempotent; a row must
-  never stay `deleting` while its instance keeps billing).
-- A read older than the newest observation already applied (e.g. a webhook that arrived
-  while we were asking) is dropped, so the record never moves backwards.
-- A move the transition table refuses is logged (`reconcile.transition_refused`) and
-  nothing is recorded.
 - While the circuit breaker is open the batch is skipped (`paused`, for /health).
 
-`ready` is not decided here (the readiness probe is a later issue): `running` stays `running`.
+The full relist (`relister.py`) and readiness probes (`readiness.py`) are workers of their
+own, so a long sweep or a slow endpoint never delays polls.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import Clock
 from service.db import claims
-from service.db import repository as repo
 from service.db.engine import Database
-from service.domain import TRANSITIONAL_STATUSES, EventSource, Instance, Status
+from service.domain import Instance
 from service.novita import (
     BreakerState,
     NovitaCircuitOpenError,
@@ -42,16 +32,10 @@ from service.novita import (
     NovitaNotFoundError,
 )
 from service.novita import Instance as ProviderInstance
-from service.provisioning.status_map import (
-    Observation,
-    contradicts_action,
-    map_provider_status,
-    stored_provider_status,
-    transition_path,
-)
 from service.resources import Resources, new_owner_id
 from service.settings import Settings
 from service.workers.loop import WorkerLoop
+from service.workers.observe import ObservationApplier, Pacing
 
 log = structlog.get_logger(__name__)
 
@@ -76,10 +60,9 @@ class ReconcilerConfig:
             action_settle=settings.action_settle_seconds,
         )
 
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    resend_delete: bool = False
+    @property
+    def pacing(self) -> Pacing:
+        return Pacing(self.fast_interval, self.slow_interval, self.action_settle)
 
 
 class Reconciler:
@@ -103,8 +86,9 @@ class Reconciler:
         self.config = config or ReconcilerConfig()
         self.paused = False  # True while the breaker is open: shown by /health
         self._failures: dict[str, int] = {}
-        # When a read first contradicted an action we asked for (monotonic seconds).
-        self._contradicted_since: dict[str, float] = {}
+        self.applier = ObservationApplier(
+            database=database, novita=novita, clock=clock, owner=owner, pacing=self.config.pacing
+        )
 
     @classmethod
     def from_resources(cls, resources: Resources) -> Reconciler:
@@ -164,115 +148,14 @@ class Reconciler:
             return True
         self._failures.pop(instance.id, None)
         try:
-            outcome = await self._apply(instance.id, observed, asked_at)
+            outcome = await self.applier.apply(instance.id, observed, asked_at, release_claim=True)
         except Exception:
             log.exception("reconcile.apply_failed", instance_id=instance.id)
             await self._back_off(instance, None)
             return True
         if outcome.resend_delete:
-            await self._resend_delete(instance.id, instance.novita_instance_id)
+            await self.applier.resend_delete(instance.id, instance.novita_instance_id)
         return True
-
-    async def _apply(
-        self, instance_id: str, observed: ProviderInstance | None, asked_at: datetime
-    ) -> _Outcome:
-        now = self._clock.now()
-        observation = _observation(observed)
-        async with self._db.transaction() as conn:
-            current = await repo.get_instance(conn, instance_id, for_update=True)
-            if current.is_terminal:
-                return _Outcome()
-            if current.provider_observed_at is not None and current.provider_observed_at > asked_at:
-                # Something newer (a webhook) was applied while we were asking: ours is stale.
-                await claims.release(conn, instance_id, owner=self.owner)
-                return _Outcome()
-            decision = map_provider_status(current.status, observation)
-            target = decision.target
-            if target is None:
-                log.warning(
-                    "reconcile.unknown_provider_status",
-                    instance_id=instance_id,
-                    provider_status=observation.status,
-                )
-                target = current.status
-            outcome = _Outcome()
-            if contradicts_action(current.status, target):
-                if self._within_settle(instance_id):
-                    await self._schedule(conn, current, current.status, now)
-                    return outcome
-                if current.status is Status.DELETING:
-                    outcome = _Outcome(resend_delete=True)
-                    await self._schedule(conn, current, current.status, now)
-                    return outcome
-            self._contradicted_since.pop(instance_id, None)
-            path = transition_path(current.status, target)
-            if not path:
-                log.warning(
-                    "reconcile.transition_refused",
-                    instance_id=instance_id,
-                    status=current.status.value,
-                    provider_status=observation.status,
-                    target=target.value,
-                )
-                await self._schedule(conn, current, current.status, now)
-                return outcome
-            final = path[-1]
-            changes: dict[str, Any] = {"port_mappings": _port_mappings(observed)}
-            if final not in (Status.DELETED, Status.FAILED):
-                changes["next_check_at"] = now + timedelta(seconds=self._interval(final))
-            for step in path:
-                result = await repo.change_status(
-                    conn,
-                    instance_id,
-                    step,
-                    source=EventSource.RECONCILER,
-                    now=now,
-                    reason=decision.reason if step is final else None,
-                    provider_status=stored_provider_status(observation.status),
-                    observed_at=asked_at,
-                    detail=_detail(observed, observation),
-                    changes=changes,
-                )
-                if result.event is not None:
-                    log.info(
-                        "reconcile.instance_repaired",
-                        instance_id=instance_id,
-                        from_status=result.event.from_status,
-                        to_status=step.value,
-                        provider_status=observation.status,
-                        reason=result.event.reason,
-                    )
-            await claims.release(conn, instance_id, owner=self.owner)
-        return outcome
-
-    def _within_settle(self, instance_id: str) -> bool:
-        first = self._contradicted_since.setdefault(instance_id, self._clock.monotonic())
-        return self._clock.monotonic() - first < self.config.action_settle
-
-    async def _schedule(
-        self, conn: AsyncConnection, current: Instance, status: Status, now: datetime
-    ) -> None:
-        """Record nothing; just hand the row back, due at the pace its status calls for."""
-        next_check = now + timedelta(seconds=self._interval(status))
-        await claims.release(conn, current.id, owner=self.owner, next_check_at=next_check)
-
-    def _interval(self, status: Status) -> float:
-        if status in TRANSITIONAL_STATUSES:
-            return self.config.fast_interval
-        return self.config.slow_interval
-
-    async def _resend_delete(self, instance_id: str, novita_id: str) -> None:
-        try:
-            await self._novita.delete_instance(novita_id)
-        except NovitaNotFoundError:
-            pass  # gone already: the next poll confirms it
-        except NovitaError as error:
-            log.warning("reconcile.delete_resend_failed", instance_id=instance_id, error=error.code)
-            return
-        self._contradicted_since.pop(instance_id, None)
-        log.warning(
-            "reconcile.delete_resent", instance_id=instance_id, novita_instance_id=novita_id
-        )
 
     async def _back_off(self, instance: Instance, error: NovitaError | None) -> None:
         failures = self._failures.get(instance.id, 0) + 1
@@ -291,38 +174,6 @@ class Reconciler:
     async def _release(self, instance: Instance, next_check_at: datetime | None) -> None:
         async with self._db.transaction() as conn:
             await claims.release(conn, instance.id, owner=self.owner, next_check_at=next_check_at)
-
-
-def _observation(observed: ProviderInstance | None) -> Observation:
-    if observed is None:
-        return Observation(status=None)
-    return Observation(
-        status=observed.status,
-        spot_status=observed.spot_status,
-        has_status_error=observed.status_error is not None,
-    )
-
-
-def _port_mappings(observed: ProviderInstance | None) -> list[dict[str, Any]]:
-    if observed is None:
-        return []
-    return [
-        {"port": m.port, "type": m.type, "endpoint": m.endpoint} for m in observed.port_mappings
-    ]
-
-
-def _detail(observed: ProviderInstance | None, observation: Observation) -> dict[str, Any]:
-    if observed is None:
-        return {"notFound": True}
-    detail: dict[str, Any] = {"providerStatus": observation.status}
-    if observed.spot_status:
-        detail["spotStatus"] = observed.spot_status
-    if observed.status_error is not None:
-        detail["statusError"] = {
-            "state": observed.status_error.state,
-            "message": observed.status_error.message,
-        }
-    return detail
 
 
 def build_reconciler_loop(resources: Resources) -> WorkerLoop:

@@ -9,8 +9,11 @@ from service.resources import Resources
 from service.workers.applier import build_applier_loop
 from service.workers.loop import WorkerLoop
 from service.workers.notifier import build_notifier_loop
+from service.workers.policy import build_policy_loop
 from service.workers.provisioner import build_provisioner_loop
+from service.workers.readiness import build_readiness_loop
 from service.workers.reconciler import build_reconciler_loop
+from service.workers.relister import build_relister_loop
 
 
 def build_worker_loops(resources: Resources) -> list[WorkerLoop]:
@@ -20,4 +23,7 @@ def build_worker_loops(resources: Resources) -> list[WorkerLoop]:
     loops.append(build_provisioner_loop(resources))
     loops.append(build_reconciler_loop(resources))
     loops.append(build_applier_loop(resources))
+    loops.append(build_relister_loop(resources))
+    loops.append(build_readiness_loop(resources))
+    loops.append(build_policy_loop(resources))
     return loops

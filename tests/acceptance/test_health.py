@@ -35,6 +35,19 @@ async def test_full_lifespan_with_the_built_in_simulator(database: Database) -> 
     assert checks["database"]["status"] == "up"
     assert checks["novita"]["mode"] == "simulator"
     assert checks["novita"]["breaker"] == "closed"
+    workers = checks["workers"]
+    expected = {
+        "provisioner",
+        "reconciler",
+        "relister",
+        "readiness",
+        "applier",
+        "notifier",
+        "policy",
+    }
+    assert expected <= set(workers), workers
+    assert workers["relister"]["isLeader"] in (True, False)
+    assert "paused" in workers["reconciler"]
     assert "127.0.0.1" not in str(body), "no hostnames in /health"
 
 

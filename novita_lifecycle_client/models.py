@@ -1,0 +1,108 @@
+"""The JSON the service returns, as `TypedDict`s: plain dicts at run time (a field the
+service adds later does no harm), checked by a type checker. Keys are the API's camelCase.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict, get_args
+
+InstanceStatus = Literal[
+    "pending",
+    "provisioning",
+    "starting",
+    "running",
+    "ready",
+    "stopping",
+    "stopped",
+    "interrupted",
+    "deleting",
+    "deleted",
+    "failed",
+]
+STATUSES: tuple[str, ...] = get_args(InstanceStatus)
+TERMINAL_STATUSES = frozenset({"deleted", "failed"})
+
+
+class PortSpec(TypedDict):
+    port: int
+    type: str
+
+
+class Instance(TypedDict):
+    id: str
+    name: str
+    status: str
+    statusReason: str | None
+    providerStatus: str | None
+    novitaInstanceId: str | None
+    productId: str | None
+    productName: str | None
+    region: str | None
+    preferredRegion: str | None
+    regions: list[str]
+    gpuNum: int
+    rootfsSize: int | None
+    billingMode: str
+    pricePerHour: str | None
+    templateId: str | None
+    imageUrl: str | None
+    imageAuthId: str | None
+    ports: list[PortSpec]
+    envKeys: list[str]
+    webhookUrl: str | None
+    labels: dict[str, str]
+    readiness: dict[str, Any] | None
+    autoStop: dict[str, Any] | None
+    portMappings: list[dict[str, Any]]
+    createdAt: str
+    updatedAt: str
+    submittedAt: str | None
+    runningAt: str | None
+    readyAt: str | None
+    stoppedAt: str | None
+    deletedAt: str | None
+    lastUsedAt: str | None
+    sequence: int
+
+
+class InstanceEvent(TypedDict):
+    sequence: int
+    at: str
+    source: str
+    kind: str
+    fromStatus: str | None
+    toStatus: str | None
+    providerStatus: str | None
+    reason: str | None
+    detail: Any
+
+
+class Notification(TypedDict, total=False):
+    id: str
+    instanceId: str
+    sequence: int
+    type: str
+    status: str  # pending, delivered, failed, cancelled, no_target
+    targetUrl: str | None
+    attempts: int
+    nextAttemptAt: str | None
+    createdAt: str
+    updatedAt: str
+    lastStatusCode: int | None
+    lastError: str | None
+    deliveredAt: str | None
+    payload: dict[str, Any]  # only in single-notification answers
+
+
+class NotificationAttempt(TypedDict):
+    number: int
+    startedAt: str
+    durationMs: int | None
+    targetUrl: str
+    outcome: str
+    statusCode: int | None
+    error: str | None
+
+
+class NotificationDetail(Notification, total=False):
+    attemptLog: list[NotificationAttempt]

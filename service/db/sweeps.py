@@ -1,0 +1,47 @@
+"""Reads the reconciler's sweeps need: rows by id for a page of provider instances, the
+live rows a relist must find at the provider, and the running rows awaiting readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.models import instances
+from service.db.repository import instance_from_mapping
+from service.domain import TERMINAL_STATUSES, Instance, Status
+
+
+async def instances_by_id(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Instance]:
+    if not ids:
+        return {}
+    rows = await conn.execute(sa.select(instances).where(instances.c.id.in_(list(ids))))
+    return {row.id: instance_from_mapping(row._mapping) for row in rows}
+
+
+async def live_provider_ids(conn: AsyncConnection, *, submitted_before: datetime) -> dict[str, str]:
+    """Novita id → our id of every non-terminal row that has a Novita instance and was
+    submitted before `submitted_before` (a create landing during a relist may be missing
+    from a list taken before it, and is not lost)."""
+    submitted = sa.func.coalesce(instances.c.submitted_at, instances.c.created_at)
+    rows = await conn.execute(
+        sa.select(instances.c.novita_instance_id, instances.c.id).where(
+            instances.c.status.not_in([s.value for s in TERMINAL_STATUSES]),
+            instances.c.novita_instance_id.is_not(None),
+            submitted < submitted_before,
+        )
+    )
+    return {row.novita_instance_id: row.id for row in rows}
+
+
+async def running_instances(conn: AsyncConnection, *, limit: int) -> list[Instance]:
+    """Instances Novita says run but whose readiness we have not confirmed, oldest first."""
+    rows = await conn.execute(
+        sa.select(instances)
+        .where(instances.c.status == Status.RUNNING.value)
+        .order_by(instances.c.running_at, instances.c.id)
+        .limit(limit)
+    )
+    return [instance_from_mapping(row._mapping) for row in rows]

@@ -1,0 +1,270 @@
+"""Applying one read of Novita to one instance: shared by the per-instance poll and the relist.
+
+Both read the provider and must reach the same verdict for the same answer, so the rules
+live here once (DESIGN §10, novita-api.md §16):
+
+- the §16 mapping (`status_map`) decides the target; unrecognised statuses keep the row;
+- not found: `deleted` if we were deleting, else `failed` with reason `lost`;
+- a read older than the newest observation already applied (e.g. a webhook applied while
+  we were asking) is dropped, so the record never moves backwards;
+- an action we just asked for (start, stop, delete) wins over a read still showing the
+  state before it, for `action_settle` seconds; after that Novita's word stands, and a
+  delete Novita still has not started is sent again (deletes are idempotent);
+- a move the transition table refuses is logged (`reconcile.transition_refused`), not
+  recorded;
+- next check: `fast_interval` while transitional, else `slow_interval`.
+
+A poll holds a claim on the row and hands it back here (`release_claim=True`); the relist
+holds none and leaves claims alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.clock import Clock
+from service.db import claims
+from service.db import repository as repo
+from service.db.engine import Database
+from service.domain import TRANSITIONAL_STATUSES, EventSource, Instance, Status
+from service.novita import Instance as ProviderInstance
+from service.novita import NovitaClient, NovitaError, NovitaNotFoundError
+from service.provisioning.status_map import (
+    Observation,
+    contradicts_action,
+    map_provider_status,
+    stored_provider_status,
+    transition_path,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    changed: bool = False  # an event was recorded
+    status: Status | None = None  # the status recorded, when changed
+    resend_delete: bool = False  # Novita never started our delete: send it again
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    fast_interval: float = 5.0
+    slow_interval: float = 30.0
+    action_settle: float = 30.0
+
+    def interval(self, status: Status) -> float:
+        return self.fast_interval if status in TRANSITIONAL_STATUSES else self.slow_interval
+
+
+class ObservationApplier:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        novita: NovitaClient,
+        clock: Clock,
+        owner: str,
+        pacing: Pacing | None = None,
+    ) -> None:
+        self._db = database
+        self._novita = novita
+        self._clock = clock
+        self.owner = owner
+        self.pacing = pacing or Pacing()
+        # When a read first contradicted an action we asked for (monotonic seconds).
+        self._contradicted_since: dict[str, float] = {}
+
+    async def apply(
+        self,
+        instance_id: str,
+        observed: ProviderInstance | None,
+        asked_at: datetime,
+        *,
+        release_claim: bool,
+    ) -> ApplyOutcome:
+        """Apply what Novita said (`None`: it has no such instance) when asked at `asked_at`."""
+        now = self._clock.now()
+        observation = observation_of(observed)
+        async with self._db.transaction() as conn:
+            current = await repo.get_instance(conn, instance_id, for_update=True)
+            if current.is_terminal:
+                return ApplyOutcome()
+            if current.provider_observed_at is not None and current.provider_observed_at > asked_at:
+                # Something newer (a webhook) was applied while we were asking: ours is stale.
+                await self._hand_back(conn, current, None, release_claim)
+                return ApplyOutcome()
+            decision = map_provider_status(current.status, observation)
+            target = decision.target
+            if target is None:
+                log.warning(
+                    "reconcile.unknown_provider_status",
+                    instance_id=instance_id,
+                    provider_status=observation.status,
+                )
+                target = current.status
+            if contradicts_action(current.status, target):
+                if self._within_settle(instance_id):
+                    await self._hand_back(conn, current, now, release_claim)
+                    return ApplyOutcome()
+                if current.status is Status.DELETING:
+                    await self._hand_back(conn, current, now, release_claim)
+                    return ApplyOutcome(resend_delete=True)
+            self._contradicted_since.pop(instance_id, None)
+            path = transition_path(current.status, target)
+            if not path:
+                log.warning(
+                    "reconcile.transition_refused",
+                    instance_id=instance_id,
+                    status=current.status.value,
+                    provider_status=observation.status,
+                    target=target.value,
+                )
+                await self._hand_back(conn, current, now, release_claim)
+                return ApplyOutcome()
+            changed = await self._record(
+                conn, current, path, observed, observation, asked_at, decision.reason
+            )
+            if release_claim:
+                await claims.release(conn, instance_id, owner=self.owner)
+        return ApplyOutcome(changed=changed, status=path[-1] if changed else None)
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        current: Instance,
+        path: tuple[Status, ...],
+        observed: ProviderInstance | None,
+        observation: Observation,
+        asked_at: datetime,
+        reason: str | None,
+    ) -> bool:
+        now = self._clock.now()
+        final = path[-1]
+        changes: dict[str, Any] = {"port_mappings": merged_port_mappings(current, observed)}
+        if final not in (Status.DELETED, Status.FAILED):
+            changes["next_check_at"] = now + timedelta(seconds=self.pacing.interval(final))
+        changed = False
+        for step in path:
+            result = await repo.change_status(
+                conn,
+                current.id,
+                step,
+                source=EventSource.RECONCILER,
+                now=now,
+                reason=reason if step is final else None,
+                provider_status=stored_provider_status(observation.status),
+                observed_at=asked_at,
+                detail=observation_detail(observed, observation),
+                changes=changes,
+            )
+            if result.event is not None:
+                changed = True
+                log.info(
+                    "reconcile.instance_repaired",
+                    instance_id=current.id,
+                    from_status=result.event.from_status,
+                    to_status=step.value,
+                    provider_status=observation.status,
+                    reason=result.event.reason,
+                )
+        return changed
+
+    def _within_settle(self, instance_id: str) -> bool:
+        first = self._contradicted_since.setdefault(instance_id, self._clock.monotonic())
+        return self._clock.monotonic() - first < self.pacing.action_settle
+
+    async def _hand_back(
+        self,
+        conn: AsyncConnection,
+        current: Instance,
+        now: datetime | None,
+        release_claim: bool,
+    ) -> None:
+        """Record nothing; a poll's claim goes back, due at the pace its status calls for."""
+        if not release_claim:
+            return
+        next_check = (
+            now + timedelta(seconds=self.pacing.interval(current.status))
+            if now is not None
+            else None
+        )
+        await claims.release(conn, current.id, owner=self.owner, next_check_at=next_check)
+
+    async def resend_delete(self, instance_id: str, novita_id: str) -> None:
+        try:
+            await self._novita.delete_instance(novita_id)
+        except NovitaNotFoundError:
+            pass  # gone already: the next read confirms it
+        except NovitaError as error:
+            log.warning("reconcile.delete_resend_failed", instance_id=instance_id, error=error.code)
+            return
+        self._contradicted_since.pop(instance_id, None)
+        log.warning(
+            "reconcile.delete_resent", instance_id=instance_id, novita_instance_id=novita_id
+        )
+
+
+def observation_of(observed: ProviderInstance | None) -> Observation:
+    if observed is None:
+        return Observation(status=None)
+    return Observation(
+        status=observed.status,
+        spot_status=observed.spot_status,
+        has_status_error=observed.status_error is not None,
+    )
+
+
+def port_mappings_of(observed: ProviderInstance | None) -> list[dict[str, Any]]:
+    if observed is None:
+        return []
+    return [
+        {"port": m.port, "type": m.type, "endpoint": m.endpoint} for m in observed.port_mappings
+    ]
+
+
+def merged_port_mappings(
+    current: Instance, observed: ProviderInstance | None
+) -> list[dict[str, Any]]:
+    """The observed mappings; an endpoint the read left out (Novita's list documents none)
+    is kept from what an earlier read said about the same port."""
+    known = {(m["port"], m["type"]): m.get("endpoint") for m in current.port_mappings}
+    return [
+        m if m["endpoint"] else {**m, "endpoint": known.get((m["port"], m["type"]))}
+        for m in port_mappings_of(observed)
+    ]
+
+
+def observation_detail(
+    observed: ProviderInstance | None, observation: Observation
+) -> dict[str, Any]:
+    if observed is None:
+        return {"notFound": True}
+    detail: dict[str, Any] = {"providerStatus": observation.status}
+    if observed.spot_status:
+        detail["spotStatus"] = observed.spot_status
+    if observed.status_error is not None:
+        detail["statusError"] = {
+            "state": observed.status_error.state,
+            "message": observed.status_error.message,
+        }
+    return detail
+
+
+def differs(current: Instance, observed: ProviderInstance) -> bool:
+    """Whether applying `observed` could change anything recorded about `current`.
+
+    Cheap and without I/O, so a relist of thousands of unchanged instances writes nothing.
+    """
+    observation = observation_of(observed)
+    target = map_provider_status(current.status, observation).target or current.status
+    if target is not current.status:
+        return True
+    if current.provider_status != stored_provider_status(observation.status):
+        return True
+    return list(current.port_mappings) != merged_port_mappings(current, observed)
