@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Read-path benchmarks of the REST API, one uvicorn worker, wrk on 127.0.0.1:
+# Read-path benchmarks of the REST API, one uvicorn worker (API only: the seeded rows are
+# not at the simulator, so workers would spend the run repairing them), wrk on 127.0.0.1:
 #   1. GET /api/instances/{id}                     requests/s (target >= 5,000)
 #   2. GET /api/instances?limit=50 over N instances p99 latency (target <= 20 ms)
 # on SQLite and (when TEST_POSTGRES_URL or a local server is available) PostgreSQL.
@@ -25,7 +26,7 @@ run_engine() {
   local id; id=$("$PY" bench/seed_instances.py "$url" "$INSTANCES" | tail -n 1)
   local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   DATABASE_URL=$url API_KEYS=$KEY LOG_LEVEL=WARNING taskset -c 0 "$PY" -m service serve \
-    --simulator --host 127.0.0.1 --port "$port" >"$WORK/$name.log" 2>&1 &
+    --simulator --no-workers --host 127.0.0.1 --port "$port" >"$WORK/$name.log" 2>&1 &
   local server=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
   local get_rates=() list_p99=()

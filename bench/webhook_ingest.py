@@ -193,6 +193,12 @@ def postgres_url() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="serve --no-workers: measure ingest without the applier beside it",
+    )
+    parser.add_argument("--skip-bare", action="store_true", help="skip the bare endpoint")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
@@ -209,24 +215,25 @@ def main() -> None:
 
     bare_port = free_port()
     (work / "bare_app.py").write_text(BARE_APP)
-    measure(
-        "bare starlette endpoint",
-        [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "bare_app:app",
-            "--port",
-            str(bare_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        {**os.environ, "PYTHONPATH": str(work)},
-        bare_port,
-        args,
-        work,
-    )
+    if not args.skip_bare:
+        measure(
+            "bare starlette endpoint",
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "bare_app:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            {**os.environ, "PYTHONPATH": str(work)},
+            bare_port,
+            args,
+            work,
+        )
 
     engines = [("sqlite", f"sqlite+aiosqlite:///{work}/ingest.db")]
     pg = postgres_url()
@@ -259,7 +266,17 @@ def main() -> None:
         }
         measure(
             f"ingest on {engine}",
-            [PYTHON, "-m", "service", "serve", "--simulator", "--migrate", "--port", str(port)],
+            [
+                PYTHON,
+                "-m",
+                "service",
+                "serve",
+                "--simulator",
+                "--migrate",
+                *(["--no-workers"] if args.no_workers else []),
+                "--port",
+                str(port),
+            ],
             env,
             port,
             args,

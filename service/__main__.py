@@ -107,7 +107,12 @@ def migrate() -> None:
     help="Run the built-in Novita simulator in this process and use it instead of Novita.",
 )
 @click.option("--migrate", "migrate_first", is_flag=True, help="Migrate the database first.")
-def serve(host: str, port: int, simulator: bool, migrate_first: bool) -> None:
+@click.option(
+    "--no-workers",
+    is_flag=True,
+    help="Serve the HTTP API only (run `novita-lifecycle worker` processes beside it).",
+)
+def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers: bool) -> None:
     """Serve the HTTP API and run all workers."""
     import uvicorn
 
@@ -124,7 +129,7 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
     run_database_step(settings, migrate=migrate_first)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, run_workers=not no_workers),
         host=host,
         port=port,
         log_config=None,
