@@ -9,6 +9,7 @@ checked out (a leaked connection is a bug).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -63,6 +64,14 @@ async def drop_postgres_database(url: str) -> None:
     name = make_url(url).database
     conn = await asyncpg.connect(_asyncpg_dsn(postgres_admin_url()))
     try:
+        for _ in range(100):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                # An autovacuum worker (a superuser process a non-superuser test role may not
+                # terminate) is visiting the database; it leaves within moments.
+                await asyncio.sleep(0.1)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
