@@ -8,7 +8,12 @@ import pytest
 
 from service.logging import configure_logging
 
-pytest_plugins = ("tests.plugins.database", "tests.plugins.simulator", "tests.plugins.service")
+pytest_plugins = (
+    "tests.plugins.database",
+    "tests.plugins.simulator",
+    "tests.plugins.service",
+    "tests.plugins.workers",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -42,11 +42,6 @@ async def novita(
         yield client
 
 
-@pytest.fixture
-def provisioner(database: Database, novita: NovitaClient, sim_clock: ManualClock) -> Provisioner:
-    return make_provisioner(database, novita, sim_clock)
-
-
 async def die_after_create(
     database: Database, novita: NovitaClient, clock: ManualClock, instance_id: str
 ) -> None:

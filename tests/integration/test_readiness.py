@@ -4,7 +4,6 @@ readiness, and refused (private) targets."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from structlog.testing import capture_logs
 from service.clock import ManualClock
 from service.db.engine import Database
 from service.domain import EventSource, Status
-from service.novita import CircuitBreaker, NovitaClient
+from service.novita import NovitaClient
 from service.readiness import Prober
 from service.simulator import Simulator
 from service.workers.provisioner import Provisioner
@@ -24,26 +23,10 @@ from tests.integration.provisioning_helpers import (
     advance,
     events,
     load,
-    make_client,
-    make_provisioner,
     make_reconciler,
 )
 
 STARTUP_TIMEOUT = 120.0
-
-
-@pytest.fixture
-async def novita(
-    simulator: Simulator, sim_api_key: str, sim_clock: ManualClock
-) -> AsyncIterator[NovitaClient]:
-    breaker = CircuitBreaker(failure_threshold=100, clock=sim_clock)
-    async with make_client(simulator, sim_api_key, sim_clock, breaker=breaker) as client:
-        yield client
-
-
-@pytest.fixture
-def provisioner(database: Database, novita: NovitaClient, sim_clock: ManualClock) -> Provisioner:
-    return make_provisioner(database, novita, sim_clock)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ states confirmed only when Novita says so, lost and reclaimed instances, pausing
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -26,21 +25,6 @@ from tests.integration.provisioning_helpers import (
     make_provisioner,
     make_reconciler,
 )
-
-
-@pytest.fixture
-async def novita(
-    simulator: Simulator, sim_api_key: str, sim_clock: ManualClock
-) -> AsyncIterator[NovitaClient]:
-    # A tolerant breaker: these tests inject errors without wanting it to open.
-    breaker = CircuitBreaker(failure_threshold=100, clock=sim_clock)
-    async with make_client(simulator, sim_api_key, sim_clock, breaker=breaker) as client:
-        yield client
-
-
-@pytest.fixture
-def provisioner(database: Database, novita: NovitaClient, sim_clock: ManualClock) -> Provisioner:
-    return make_provisioner(database, novita, sim_clock)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ the cost of a sweep in list calls, and pausing while the breaker is open."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -27,27 +26,12 @@ from tests.integration.provisioning_helpers import (
     events,
     load,
     make_client,
-    make_provisioner,
     make_reconciler,
 )
 from tests.plugins.simulator import SimulatorFactory
 
 LIST_PATH = "/gpu/instances"
 GET_PATH = "/gpu/instance"
-
-
-@pytest.fixture
-async def novita(
-    simulator: Simulator, sim_api_key: str, sim_clock: ManualClock
-) -> AsyncIterator[NovitaClient]:
-    breaker = CircuitBreaker(failure_threshold=100, clock=sim_clock)
-    async with make_client(simulator, sim_api_key, sim_clock, breaker=breaker) as client:
-        yield client
-
-
-@pytest.fixture
-def provisioner(database: Database, novita: NovitaClient, sim_clock: ManualClock) -> Provisioner:
-    return make_provisioner(database, novita, sim_clock)
 
 
 def make_relister(
