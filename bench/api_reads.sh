@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Read-path benchmarks of the REST API, one uvicorn worker (API only: the seeded rows are
 # not at the simulator, so workers would spend the run repairing them), wrk on 127.0.0.1:
-#   1. GET /api/instances/{id}                     requests/s (target >= 5,000)
+#   1. GET /api/instances/{id}                     requests/s (target >= 5,000), twice:
+#      polled: 32 connections cycling over 1,000 instances (clients polling their
+#              instances: each row is read again and again, mostly unchanged);
+#      cold:   cycling over all N instances in order, so no row is read twice within
+#              the 4,096 rows whose rendered body the service keeps: every read renders.
 #   2. GET /api/instances?limit=50 over N instances p99 latency (target <= 20 ms)
 # on SQLite and (when TEST_POSTGRES_URL or a local server is available) PostgreSQL.
 #
@@ -20,23 +24,42 @@ command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; ex
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# wrk over the instance ids listed in a file, in order, round and round; prints requests/s.
+get_one() {
+  local port=$1 ids=$2
+  cat >"$WORK/get.lua" <<LUA
+local paths = {}
+for line in io.lines("$ids") do paths[#paths + 1] = "/api/instances/" .. line end
+local i = 0
+wrk.headers["Authorization"] = "Bearer $KEY"
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+LUA
+  taskset -c 1 wrk -t1 -c32 -d"$DURATION" -s "$WORK/get.lua" "http://127.0.0.1:$port" \
+    | awk '/Non-2xx/ {print "non-2xx answers" > "/dev/stderr"; exit 1} /Requests\/sec/ {print $2}'
+}
+
 run_engine() {
   local name=$1 url=$2
   echo "== $name: seeding $INSTANCES instances"
-  local id; id=$("$PY" bench/seed_instances.py "$url" "$INSTANCES" | tail -n 1)
+  "$PY" bench/seed_instances.py "$url" "$INSTANCES" "$WORK/ids" >/dev/null
+  head -n 1000 "$WORK/ids" >"$WORK/polled"
   local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   DATABASE_URL=$url API_KEYS=$KEY LOG_LEVEL=WARNING taskset -c 0 "$PY" -m service serve \
     --simulator --no-workers --host 127.0.0.1 --port "$port" >"$WORK/$name.log" 2>&1 &
   local server=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-  local get_rates=() list_p99=()
+  local polled_rates=() cold_rates=() list_p99=()
   for _ in $(seq 1 "$RUNS"); do
-    get_rates+=("$(taskset -c 1 wrk -t1 -c32 -d"$DURATION" -H "Authorization: Bearer $KEY" \
-      "http://127.0.0.1:$port/api/instances/$id" | awk '/Requests\/sec/ {print $2}')")
+    polled_rates+=("$(get_one "$port" "$WORK/polled")")
+    cold_rates+=("$(get_one "$port" "$WORK/ids")")
     list_p99+=("$(taskset -c 1 wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer $KEY" \
       "http://127.0.0.1:$port/api/instances?limit=50" | awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); print v} else if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else {sub(/s/,"",v); print v*1000}}')")
   done
-  echo "$name GET /api/instances/{id}: runs ${get_rates[*]} req/s; median $(printf '%s\n' "${get_rates[@]}" | median) req/s"
+  echo "$name GET /api/instances/{id} polled: runs ${polled_rates[*]} req/s; median $(printf '%s\n' "${polled_rates[@]}" | median) req/s"
+  echo "$name GET /api/instances/{id} cold:   runs ${cold_rates[*]} req/s; median $(printf '%s\n' "${cold_rates[@]}" | median) req/s"
   echo "$name GET /api/instances?limit=50 ($INSTANCES rows): p99 runs ${list_p99[*]} ms; median $(printf '%s\n' "${list_p99[@]}" | median) ms"
   kill "$server"; wait "$server" 2>/dev/null || true
 }

@@ -1,9 +1,10 @@
 """Fill a database with N instances (and their first event) for read benchmarks.
 
-    python bench/seed_instances.py DATABASE_URL N
+    python bench/seed_instances.py DATABASE_URL N [IDS_FILE]
 
 The database is migrated first. Rows are inserted in batches with Core `executemany`;
-prints one instance id to stdout for the single-instance benchmark.
+prints one instance id to stdout, and writes every id (one per line, in insertion order)
+to IDS_FILE when given.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from service.db.engine import Database
 from service.db.migrations import upgrade_to_head
@@ -72,22 +74,25 @@ def _rows(
     return rows, events
 
 
-async def main(url: str, count: int) -> None:
+async def main(url: str, count: int) -> list[str]:
     database = Database.from_url(url)
     try:
         await upgrade_to_head(database.engine)
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
-        first_id = ""
+        ids: list[str] = []
         for start in range(0, count, BATCH):
             rows, events = _rows(start, min(BATCH, count - start), t0)
-            first_id = first_id or str(rows[0]["id"])
+            ids.extend(str(row["id"]) for row in rows)
             async with database.transaction() as conn:
                 await conn.execute(instances.insert(), rows)
                 await conn.execute(instance_events.insert(), events)
-        print(first_id)
+        return ids
     finally:
         await database.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    seeded = asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    if len(sys.argv) > 3:
+        Path(sys.argv[3]).write_text("".join(f"{instance_id}\n" for instance_id in seeded))
+    print(seeded[0])

@@ -16,16 +16,17 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 from service.api.auth import ApiKeyMiddleware
+from service.api.edge import EdgeMiddleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.health import health
+from service.api.hot_routes import HotRoutes
 from service.api.instances import ROUTES as instance_routes
 from service.api.metrics import metrics
 from service.api.notifications import ROUTES as notification_routes
 from service.api.openapi import openapi
 from service.api.reports import ROUTES as report_routes
-from service.api.request_id import RequestIdMiddleware
 from service.api.webhooks import ROUTES as webhook_routes
-from service.metrics import HttpMetrics, MetricsMiddleware, ServiceCollector
+from service.metrics import HttpMetrics, ServiceCollector
 from service.resources import Resources, open_resources
 from service.settings import Settings
 from service.workers.loop import WorkerGroup
@@ -83,7 +84,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
-            Middleware(MetricsMiddleware, metrics=http_metrics),
-            Middleware(RequestIdMiddleware),
+            Middleware(EdgeMiddleware, metrics=http_metrics),
+            Middleware(HotRoutes),
         ],
     )

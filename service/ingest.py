@@ -91,7 +91,9 @@ class InboxWriter:
             raise IngestBusyError(
                 "too many webhooks are waiting to be stored; retry shortly"
             ) from None
-        return await asyncio.shield(pending.done)
+        # Not shielded: a request that gives up cancels only its own future, which the
+        # writer skips when it answers the batch; the event is stored all the same.
+        return await pending.done
 
     async def _run(self) -> None:
         stopping = False

@@ -1,10 +1,10 @@
 """Prometheus metrics (prometheus-client), one registry per app.
 
-HTTP requests are counted and timed by an ASGI middleware labelled with the route
-template (never the raw path, so ids do not explode the label set). Everything else is
-read at scrape time from the objects that already keep it: the Novita client's status,
-the inbox writer's counters, the workers' counters, and a few counts from the database
-that the `/metrics` handler refreshes before rendering.
+HTTP requests are counted and timed (`HttpMetrics.observe`, called by the edge middleware)
+labelled with the route template, never the raw path, so ids do not explode the label
+set. Everything else is read at scrape time from the objects that already keep it: the
+Novita client's status, the inbox writer's counters, the workers' counters, and a few
+counts from the database that the `/metrics` handler refreshes before rendering.
 
 One process per metrics endpoint: `serve` runs one uvicorn worker; run several processes
 behind a load balancer and scrape each (or each `worker` process's own port, if exposed).
@@ -13,7 +13,6 @@ behind a load balancer and scrape each (or each `worker` process's own port, if 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.workers.facts import numeric_facts
 
@@ -43,35 +41,19 @@ class HttpMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        # labels() takes a lock and builds a key on every call: keep the children.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            label = f"{scope.get('root_path', '')}{template}" if template else "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(label, method, str(status)).inc()
-            self.metrics.latency.labels(label, method).observe(time.perf_counter() - started)
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and record how long it took."""
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = self._children[(route, method, status)] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 @dataclass

@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import structlog
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.api.bodies import parse_json_object, read_body, validate
@@ -19,8 +21,8 @@ from service.api.policies import patch_policies
 from service.api.responses import JSONResponse
 from service.api.schemas import CreateInstanceBody, LastUsedBody
 from service.db import repository as repo
-from service.domain import InstanceSpec, Status
-from service.errors import ValidationFailedError
+from service.domain import Instance, InstanceSpec, Status
+from service.errors import InstanceNotFoundError, ValidationFailedError
 from service.lifecycle import Lifecycle
 from service.notifications.errors import UnresolvableHostError, WebhookTargetRefusedError
 from service.notifications.ssrf import check_webhook_target
@@ -203,9 +205,16 @@ async def list_instances(request: Request) -> JSONResponse:
     return JSONResponse({"items": [instance_view(i) for i in page], "nextCursor": next_cursor})
 
 
-async def get_instance(request: Request) -> JSONResponse:
-    instance = await _lifecycle(request).get(request.path_params["instance_id"])
-    return JSONResponse(instance_view(instance))
+def _instance_body(instance: Instance) -> bytes:
+    return orjson.dumps(instance_view(instance))
+
+
+async def get_instance(request: Request) -> Response:
+    key = request.path_params["instance_id"]
+    body = await repo.find_instance_derived(_resources(request).database, key, _instance_body)
+    if body is None:
+        raise InstanceNotFoundError(f"no instance with id {key!r}", instanceId=key)
+    return Response(body, media_type="application/json")
 
 
 async def list_events(request: Request) -> JSONResponse:

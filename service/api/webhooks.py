@@ -9,15 +9,16 @@ stored and acknowledged; the applier decides what they mean.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from functools import lru_cache
 
+import orjson
 import structlog
+from pydantic import SecretStr
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.api.bodies import read_body
-from service.api.responses import JSONResponse
 from service.db import webhook_tallies
 from service.db.inbox import InboxRecord
 from service.errors import MalformedRequestError, PayloadTooLargeError, WebhookSignatureError
@@ -28,14 +29,19 @@ from service.signatures import SignatureError, verify
 log = structlog.get_logger(__name__)
 
 
-def parse_envelope(raw: bytes) -> InboxRecord:
+def parse_envelope(raw: bytes, webhook_id: str) -> InboxRecord:
     """`{"type", "timestamp"?, "data": {"instanceId"?, ...}}` → what the inbox stores."""
     try:
-        envelope = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise MalformedRequestError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise MalformedRequestError("the body must be a JSON object")
+    if b"\\u0000" in raw and _holds_nul(envelope):
+        # PostgreSQL's jsonb cannot hold a NUL character: refused here, not in the batch.
+        raise MalformedRequestError(
+            "the body contains a NUL character (\\u0000), which cannot be stored"
+        )
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or not 0 < len(event_type) <= 100:
         raise MalformedRequestError("`type` must be a string of 1-100 characters")
@@ -49,18 +55,38 @@ def parse_envelope(raw: bytes) -> InboxRecord:
     if instance_id is not None and (not isinstance(instance_id, str) or len(instance_id) > 64):
         raise MalformedRequestError("`data.instanceId` must be a string of at most 64 characters")
     return InboxRecord(
-        webhook_id="", event_type=event_type, provider_instance_id=instance_id, payload=envelope
+        webhook_id=webhook_id,
+        event_type=event_type,
+        provider_instance_id=instance_id,
+        payload_json=raw.decode(),
     )
 
 
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+@lru_cache(maxsize=8)
+def _decoded(secrets: tuple[SecretStr, ...]) -> list[bytes]:
+    return [decode_webhook_secret(secret.get_secret_value()) for secret in secrets]
+
+
 def _keys(resources: Resources) -> list[bytes]:
-    return [
-        decode_webhook_secret(secret.get_secret_value())
-        for secret in resources.settings.inbound_webhook_secrets
-    ]
+    return _decoded(tuple(resources.settings.inbound_webhook_secrets))
 
 
-async def receive_novita_webhook(request: Request) -> JSONResponse:
+# The two answers a stored webhook can get, rendered once.
+_STORED = orjson.dumps({"received": True, "duplicate": False})
+_DUPLICATE = orjson.dumps({"received": True, "duplicate": True})
+
+
+async def receive_novita_webhook(request: Request) -> Response:
     try:
         return await _receive(request)
     except (WebhookSignatureError, MalformedRequestError, PayloadTooLargeError) as exc:
@@ -77,7 +103,7 @@ async def _count_rejection(resources: Resources, reason: str) -> None:
         log.warning("webhook.rejection_not_counted", reason=reason, exc_info=True)
 
 
-async def _receive(request: Request) -> JSONResponse:
+async def _receive(request: Request) -> Response:
     resources: Resources = request.state.resources
     settings = resources.settings
     raw = await read_body(request, limit=settings.inbound_webhook_max_bytes)
@@ -103,17 +129,10 @@ async def _receive(request: Request) -> JSONResponse:
     assert msg_id is not None  # verify() refuses a missing id
     if len(msg_id) > 255:
         raise MalformedRequestError("webhook-id is longer than 255 characters")
-    parsed = parse_envelope(raw)
-    record = InboxRecord(
-        webhook_id=msg_id,
-        event_type=parsed.event_type,
-        provider_instance_id=parsed.provider_instance_id,
-        payload=parsed.payload,
-    )
+    record = parse_envelope(raw, msg_id)
     assert resources.inbox is not None, "the inbox writer runs with the app"
     is_new = await resources.inbox.submit(record)
-    body: dict[str, Any] = {"received": True, "duplicate": not is_new}
-    return JSONResponse(body, status_code=200)
+    return Response(_STORED if is_new else _DUPLICATE, media_type="application/json")
 
 
 ROUTES = [Route("/webhooks/novita", receive_novita_webhook, methods=["POST"])]

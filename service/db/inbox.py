@@ -25,7 +25,9 @@ class InboxRecord:
     webhook_id: str
     event_type: str
     provider_instance_id: str | None
-    payload: dict[str, Any]
+    # The envelope exactly as the sender sent it (already checked to be a JSON object):
+    # stored as is, byte for byte, rather than parsed and serialised again.
+    payload_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +46,8 @@ _STORED_COLUMNS = ("webhook_id", "received_at", "event_type", "provider_instance
 class _InboxInsert:
     """The inbox INSERT for one dialect, compiled once from Core, run with the driver's
     executemany: for a batch of small rows SQLAlchemy's per-row parameter handling costs
-    far more than the insert itself. Values pass through each column type's own bind
-    processor, so rows are stored exactly as the SQLAlchemy path stores them."""
+    far more than the insert itself. The time goes through its column type's bind
+    processor, so rows read back exactly as rows written by the SQLAlchemy path."""
 
     def __init__(self, dialect: Dialect) -> None:
         insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
@@ -56,19 +58,17 @@ class _InboxInsert:
         columns = [inbound_webhooks.c[name] for name in _STORED_COLUMNS]
         compiled = statement.values({column: sa.bindparam(column.name) for column in columns})
         self.sql = str(compiled.compile(dialect=dialect))
-        self.processors = [column.type.bind_processor(dialect) for column in columns]
+        self.process_time = inbound_webhooks.c.received_at.type.bind_processor(dialect)
 
     def params(self, record: InboxRecord, now: datetime) -> tuple[Any, ...]:
-        values = (
+        # The JSON column's own bind processor would serialise a Python value to the same
+        # text the driver is given here: the payload already is that text.
+        return (
             record.webhook_id,
-            now,
+            self.process_time(now) if self.process_time is not None else now,
             record.event_type,
             record.provider_instance_id,
-            record.payload,
-        )
-        return tuple(
-            process(value) if process is not None else value
-            for process, value in zip(self.processors, values, strict=True)
+            record.payload_json,
         )
 
 

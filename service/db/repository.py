@@ -10,10 +10,10 @@ changes can neither lose an event nor interleave.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +36,8 @@ from service.domain import (
 )
 from service.errors import IllegalTransitionError, InstanceNotFoundError
 from service.presenters import instance_view, iso
+
+T = TypeVar("T")
 
 # Columns a state change may also set (provider facts learnt along the way).
 CHANGEABLE_COLUMNS = frozenset(
@@ -296,6 +298,18 @@ async def find_instance_fast(database: Database, id_or_novita_id: str) -> Instan
             return await find_instance(conn, id_or_novita_id)
     row = await database.point_reader.find(id_or_novita_id)
     return instance_from_mapping(row) if row is not None else None
+
+
+async def find_instance_derived(
+    database: Database, id_or_novita_id: str, derive: Callable[[Instance], T]
+) -> T | None:
+    """`derive(instance)` for the instance found by `find_instance_fast`. On the point
+    reader the result is reused while the stored row is unchanged (the row is still read
+    every time), so `derive` must be a pure function of the instance, e.g. its JSON body."""
+    if database.point_reader is None:
+        instance = await find_instance_fast(database, id_or_novita_id)
+        return None if instance is None else derive(instance)
+    return await database.point_reader.find_derived(id_or_novita_id, derive, instance_from_mapping)
 
 
 async def change_status(

@@ -61,6 +61,28 @@ async def test_api_requires_a_valid_key(service: ServiceUnderTest, headers: dict
     assert "Bearer" in response_headers["WWW-Authenticate"]
 
 
+async def test_reading_one_instance_needs_a_key_too(service: ServiceUnderTest) -> None:
+    """GET /api/instances/{id} is dispatched ahead of the router; the key check is not."""
+    created = await create(service)
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}):
+        status, error, response_headers = await service.call(
+            "GET", f"/api/instances/{created['id']}", headers=headers, auth=False
+        )
+        assert status == 401, error
+        assert error["error"]["code"] == "UNAUTHORIZED"
+        assert "Bearer" in response_headers["WWW-Authenticate"]
+
+
+async def test_head_and_sub_paths_of_an_instance_still_route(service: ServiceUnderTest) -> None:
+    created = await create(service)
+    status, _, headers = await service.call("HEAD", f"/api/instances/{created['id']}")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    status, events, _ = await service.call("GET", f"/api/instances/{created['id']}/events")
+    assert status == 200 and events["items"][0]["toStatus"] == "pending"
+    status, shown, _ = await service.call("GET", f"/api/instances/{created['id']}")
+    assert status == 200 and shown["id"] == created["id"]
+
+
 async def test_request_id_is_echoed_or_generated(service: ServiceUnderTest) -> None:
     _, error, headers = await service.call(
         "GET", "/api/instances/inst_nope", headers={"X-Request-ID": "req-123"}

@@ -1,0 +1,154 @@
+"""The API's point read of one instance: what it derives from a row is reused only while
+the row is unchanged, and on PostgreSQL concurrent lookups share their round trips."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from service.db import repository as repo
+from service.db.engine import Database
+from service.db.migrations import upgrade_to_head
+from service.domain import EventSource, Instance, Status
+from tests.integration.test_repository import T0, create
+from tests.plugins.database import create_postgres_database, drop_postgres_database
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+@pytest.fixture
+async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(postgres_url)
+    try:
+        await upgrade_to_head(database.engine)
+        yield database
+    finally:
+        await database.close()
+
+
+class Renders:
+    """A derive function that counts how often it really ran."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, instance: Instance) -> tuple[str, str]:
+        self.calls += 1
+        return instance.id, instance.status.value
+
+
+async def test_a_derived_value_is_reused_only_while_the_row_is_unchanged(
+    database: Database,
+) -> None:
+    instance_id = await create(database)
+    render = Renders()
+
+    first = await repo.find_instance_derived(database, instance_id, render)
+    again = await repo.find_instance_derived(database, instance_id, render)
+    assert first == again == (instance_id, "pending")
+    assert render.calls == 1
+
+    async with database.transaction() as conn:
+        await repo.change_status(
+            conn,
+            instance_id,
+            Status.PROVISIONING,
+            source=EventSource.PROVISIONER,
+            now=T0 + timedelta(seconds=1),
+        )
+    assert await repo.find_instance_derived(database, instance_id, render) == (
+        instance_id,
+        "provisioning",
+    )
+    assert render.calls == 2
+    assert await repo.find_instance_derived(database, "inst_missing", render) is None
+
+
+async def test_a_change_that_is_not_a_transition_is_seen_too(database: Database) -> None:
+    """The reuse check compares the whole row, so any column changing counts."""
+    instance_id = await create(database)
+    seen: list[object] = []
+
+    def last_used(instance: Instance) -> object:
+        seen.append(instance.last_used_at)
+        return instance.last_used_at
+
+    assert await repo.find_instance_derived(database, instance_id, last_used) is None
+    async with database.transaction() as conn:
+        await repo.set_last_used(
+            conn, instance_id, at=T0 + timedelta(minutes=3), now=T0 + timedelta(minutes=3)
+        )
+    assert await repo.find_instance_derived(database, instance_id, last_used) == T0 + timedelta(
+        minutes=3
+    )
+    assert len(seen) == 2
+
+
+@pytest.mark.postgres
+async def test_concurrent_lookups_share_queries_and_each_gets_its_own_row(
+    postgres_database: Database,
+) -> None:
+    database = postgres_database
+    ids = [await create(database, name=f"trainer-{n}") for n in range(20)]
+    reader = database.point_reader
+    assert reader is not None
+    keys = [*ids, *ids, "inst_missing", "also-missing"]
+
+    found = await asyncio.gather(*(reader.find(key) for key in keys))
+
+    assert [row["id"] if row else None for row in found] == [*ids, *ids, None, None]
+    lookup = reader._lookup
+    assert 1 <= lookup.queries < len(keys) / 4, lookup.queries
+
+
+@pytest.mark.postgres
+async def test_a_requester_giving_up_leaves_the_others_their_answer(
+    postgres_database: Database,
+) -> None:
+    database = postgres_database
+    instance_id = await create(database)
+    reader = database.point_reader
+    assert reader is not None
+    impatient = asyncio.ensure_future(reader.find(instance_id))
+    patient = asyncio.ensure_future(reader.find(instance_id))
+    await asyncio.sleep(0)
+    impatient.cancel()
+
+    row = await patient
+    assert row is not None and row["id"] == instance_id
+    assert impatient.cancelled()
+
+
+@pytest.mark.postgres
+async def test_a_connection_killed_while_idle_is_replaced_without_an_error(
+    postgres_database: Database, postgres_url: str
+) -> None:
+    database = postgres_database
+    instance_id = await create(database)
+    reader = database.point_reader
+    assert reader is not None
+    assert await reader.find(instance_id) is not None
+    (idle,) = reader._lookup._idle
+    backend = idle.get_server_pid()
+
+    admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+    finally:
+        await admin.close()
+
+    row = await reader.find(instance_id)
+    assert row is not None and row["id"] == instance_id
+    (replacement,) = reader._lookup._idle
+    assert replacement.get_server_pid() != backend
