@@ -4,8 +4,10 @@ Each request hands its event to `InboxWriter.submit()` and waits; one writer tas
 everything queued (up to `max_batch`), stores it in a single transaction, and then
 answers every waiting request. A request is acknowledged only after its batch committed,
 so throughput does not collapse to one fsync per request, and nothing acknowledged can be
-lost. The queue is bounded: when it is full, `submit` fails at once (the endpoint answers
-503 with Retry-After) instead of letting memory grow.
+lost. Where the store allows it (PostgreSQL), a few batches are in flight at once: the next
+batch gathers and starts while the previous one waits for its commit. The queue is
+bounded: when it is full, `submit` fails at once (the endpoint answers 503 with
+Retry-After) instead of letting memory grow.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
 from service.clock import Clock
-from service.db import inbox, webhook_tallies
 from service.db.engine import Database
 from service.db.inbox import InboxRecord
+from service.db.inbox_store import InboxStore, open_store
 from service.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -40,19 +42,23 @@ class IngestUnavailableError(ServiceError):
     retry_after = 5.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     record: InboxRecord
-    done: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[bool]
 
 
 class InboxWriter:
     def __init__(
-        self, database: Database, clock: Clock, *, max_queue: int = 10_000, max_batch: int = 1_000
+        self,
+        database: Database,
+        clock: Clock,
+        *,
+        max_queue: int = 10_000,
+        max_batch: int = 1_000,
+        store: InboxStore | None = None,
     ) -> None:
-        self._database = database
+        self._store = store if store is not None else open_store(database)
         self._clock = clock
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=max_queue)
         self._max_batch = max_batch
@@ -65,6 +71,11 @@ class InboxWriter:
         self.duplicates = 0
 
     @property
+    def max_in_flight(self) -> int:
+        """How many batches may be storing at once."""
+        return self._store.max_in_flight
+
+    @property
     def backlog(self) -> int:
         return self._queue.qsize()
 
@@ -73,17 +84,17 @@ class InboxWriter:
 
     async def stop(self) -> None:
         """Store everything already queued, then end the writer task."""
-        if self._task is None:
-            return
-        await self._queue.put(None)
-        await self._task
-        self._task = None
+        if self._task is not None:
+            await self._queue.put(None)
+            await self._task
+            self._task = None
+        await self._store.close()
 
     async def submit(self, record: InboxRecord) -> bool:
         """Store the event; True if it was new, False if its webhook id was seen before."""
         if self._task is None or self._task.done():
             raise IngestUnavailableError("the webhook writer is not running")
-        pending = _Pending(record)
+        pending = _Pending(record, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(pending)
             self.submitted += 1
@@ -96,40 +107,53 @@ class InboxWriter:
         return await pending.done
 
     async def _run(self) -> None:
+        slots = asyncio.Semaphore(self._store.max_in_flight)
+        writing: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            writing.discard(task)
+            slots.release()
+
         stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
+        try:
+            while not stopping:
+                # A free slot first: while every slot is busy, events wait in the (bounded)
+                # queue, and all of them join the next batch.
+                await slots.acquire()
+                first = await self._queue.get()
+                if first is None:
+                    slots.release()
                     break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            await self._write(batch)
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                task = asyncio.create_task(self._write(batch), name="inbox-batch")
+                writing.add(task)
+                task.add_done_callback(finished)
+        finally:
+            # Batches already handed to the store finish (stop) or are failed (cancel).
+            await asyncio.gather(*writing, return_exceptions=True)
 
     async def _write(self, batch: list[_Pending]) -> None:
         # The first occurrence of an id in the batch may be new; any later one is a duplicate.
+        # Duplicates leave no row of their own: the store counts them (for the reliability
+        # report) in the same commit.
         first_seen: dict[str, _Pending] = {}
         for item in batch:
             first_seen.setdefault(item.record.webhook_id, item)
         try:
-            async with self._database.transaction() as conn:
-                now = self._clock.now()
-                inserted = await inbox.store_batch(
-                    conn, [item.record for item in first_seen.values()], now=now
-                )
-                # Duplicates leave no row of their own: count them (for the reliability
-                # report) in the same commit, one statement per batch that has any.
-                if len(batch) > len(inserted):
-                    await webhook_tallies.increment(
-                        conn, webhook_tallies.DUPLICATE, now=now, by=len(batch) - len(inserted)
-                    )
+            inserted = await self._store.store(
+                [item.record for item in first_seen.values()],
+                duplicates=len(batch) - len(first_seen),
+                now=self._clock.now(),
+            )
         except asyncio.CancelledError:
             self._fail(batch, IngestUnavailableError("the service is shutting down"))
             raise

@@ -126,8 +126,10 @@ class Database:
         read_engine: AsyncEngine | None = None,
         point_reader: InstancePointReader | None = None,
         owns_engine: bool = False,
+        sqlite_busy_timeout_ms: int = 5000,
     ) -> None:
         self.engine = engine
+        self.sqlite_busy_timeout_ms = sqlite_busy_timeout_ms
         self._owns_engine = owns_engine
         self.point_reader = point_reader
         self._inline_reads = read_engine is not None
@@ -154,7 +156,13 @@ class Database:
             if file_based or parsed.get_backend_name() != "sqlite"
             else None
         )
-        return cls(engine, read_engine=read_engine, point_reader=point_reader, owns_engine=True)
+        return cls(
+            engine,
+            read_engine=read_engine,
+            point_reader=point_reader,
+            owns_engine=True,
+            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+        )
 
     @property
     def dialect(self) -> str:

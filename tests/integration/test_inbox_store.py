@@ -1,0 +1,138 @@
+"""Every inbox store (SQLAlchemy, and the driver-level ones for SQLite and PostgreSQL)
+stores a batch the same way: new ids inserted once, duplicates counted in the same
+commit, rows that read back exactly as the webhook was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from service.db import inbox
+from service.db.engine import Database
+from service.db.inbox import InboxRecord
+from service.db.inbox_store import (
+    InboxStore,
+    PostgresInboxStore,
+    SqlAlchemyInboxStore,
+    SqliteInboxStore,
+    open_store,
+)
+from service.db.migrations import upgrade_to_head
+from service.db.models import webhook_tallies
+
+NOW = datetime(2026, 3, 1, 12, 0, 30, 123456, tzinfo=UTC)
+
+
+def record(n: int) -> InboxRecord:
+    body = {"type": "instance.status_changed", "data": {"instanceId": f"i{n}", "n": n}}
+    # Sent with its own spacing: the stored text is what was sent, byte for byte.
+    return InboxRecord(f"msg_{n}", "instance.status_changed", f"i{n}", json.dumps(body))
+
+
+def driver_store(database: Database) -> InboxStore:
+    return open_store(database)
+
+
+def sqlalchemy_store(database: Database) -> InboxStore:
+    return SqlAlchemyInboxStore(database)
+
+
+STORES = pytest.mark.parametrize(
+    "make_store", [driver_store, sqlalchemy_store], ids=["driver", "sqlalchemy"]
+)
+
+
+async def duplicates_counted(database: Database) -> int:
+    async with database.read() as conn:
+        total = await conn.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(webhook_tallies.c.count), 0)).where(
+                webhook_tallies.c.outcome == "duplicate"
+            )
+        )
+    return int(total or 0)
+
+
+async def test_the_driver_store_is_the_one_opened_for_a_file_or_server(database: Database) -> None:
+    store = open_store(database)
+    try:
+        expected = PostgresInboxStore if database.dialect == "postgresql" else SqliteInboxStore
+        assert isinstance(store, expected)
+    finally:
+        await store.close()
+
+
+@STORES
+async def test_new_ids_are_stored_and_known_ones_counted_as_duplicates(
+    database: Database, make_store: Callable[[Database], InboxStore]
+) -> None:
+    store = make_store(database)
+    try:
+        first = await store.store([record(1), record(2)], duplicates=0, now=NOW)
+        # msg_2 is known already; one more duplicate was dropped within the batch itself.
+        second = await store.store([record(2), record(3)], duplicates=1, now=NOW)
+    finally:
+        await store.close()
+
+    assert first == {"msg_1", "msg_2"}
+    assert second == {"msg_3"}
+    assert await duplicates_counted(database) == 2
+    async with database.read() as conn:
+        rows = await inbox.claim_unprocessed(conn, limit=10)
+    assert [row.webhook_id for row in rows] == ["msg_1", "msg_2", "msg_3"]
+    assert rows[2].payload == json.loads(record(3).payload_json)
+    assert rows[2].provider_instance_id == "i3"
+    assert rows[2].received_at == NOW
+
+
+@STORES
+async def test_a_batch_with_nothing_new_still_counts_its_duplicates(
+    database: Database, make_store: Callable[[Database], InboxStore]
+) -> None:
+    store = make_store(database)
+    try:
+        await store.store([record(1)], duplicates=0, now=NOW)
+        assert await store.store([record(1)], duplicates=2, now=NOW) == set()
+    finally:
+        await store.close()
+    assert await duplicates_counted(database) == 3
+
+
+async def test_concurrent_batches_with_the_same_ids_store_each_once(database: Database) -> None:
+    store = open_store(database)
+    try:
+        results = await asyncio.gather(
+            *(store.store([record(n) for n in range(40)], duplicates=0, now=NOW) for _ in range(4))
+        )
+    finally:
+        await store.close()
+    inserted = [webhook_id for result in results for webhook_id in result]
+    assert sorted(inserted) == sorted(f"msg_{n}" for n in range(40))
+    assert await duplicates_counted(database) == 3 * 40
+
+
+async def test_sqlite_checkpoints_run_beside_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path}/checkpoints.db")
+    try:
+        await upgrade_to_head(database.engine)
+        store = open_store(database)
+        assert isinstance(store, SqliteInboxStore)
+        monkeypatch.setattr(store, "checkpoint_rows", 10)
+        try:
+            for start in range(0, 50, 10):
+                batch = [record(n) for n in range(start, start + 10)]
+                await store.store(batch, duplicates=0, now=NOW)
+        finally:
+            await store.close()
+        assert store.checkpoints >= 1
+        async with database.read() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM inbound_webhooks")) == 50
+    finally:
+        await database.close()
