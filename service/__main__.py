@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the command failed (database unreachable or at the wron
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
 
@@ -128,11 +129,19 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers
         )
     configure_logging(settings.log_level, settings.log_format)
     run_database_step(settings, migrate=migrate_first)
+    app = create_app(settings, run_workers=not no_workers)
+    # Modules, routes and settings live as long as the process: move them out of the
+    # garbage collector's generations so its passes only walk what requests allocate.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings, run_workers=not no_workers),
+        app,
         host=host,
         port=port,
         log_config=None,
+        # uvicorn builds each access line's arguments before the logger's level check:
+        # below INFO there is no access log to build.
+        access_log=settings.log_level in ("DEBUG", "INFO"),
         lifespan="on",
         server_header=False,
     )

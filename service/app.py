@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from service.api.auth import ApiKeyMiddleware
 from service.api.edge import EdgeMiddleware
@@ -39,7 +40,7 @@ def create_app(
     *,
     migrate: bool = False,
     run_workers: bool = True,
-) -> Starlette:
+) -> ServiceApp:
     """Build the app. With `run_workers`, the lifespan also runs every background worker
     (stopped, each finishing its batch, before the resources close)."""
 
@@ -79,12 +80,22 @@ def create_app(
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
     ]
-    return Starlette(
+    return ServiceApp(
+        http_metrics,
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            Middleware(EdgeMiddleware, metrics=http_metrics),
-            Middleware(HotRoutes),
-        ],
     )
+
+
+class ServiceApp(Starlette):
+    """Starlette with two layers in front of its whole stack, error middleware included:
+    the edge (request id, metrics), so every answer carries both, even a 500; then the hot
+    routes, which answer the two busiest endpoints without the generic machinery."""
+
+    def __init__(self, http_metrics: HttpMetrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._http_metrics = http_metrics
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return EdgeMiddleware(HotRoutes(super().build_middleware_stack()), self._http_metrics)

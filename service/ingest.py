@@ -5,7 +5,9 @@ everything queued (up to `max_batch`), stores it in a single transaction, and th
 answers every waiting request. A request is acknowledged only after its batch committed,
 so throughput does not collapse to one fsync per request, and nothing acknowledged can be
 lost. Where the store allows it (PostgreSQL), a few batches are in flight at once: the next
-batch gathers and starts while the previous one waits for its commit. The queue is
+batch gathers and starts while the previous one waits for its commit, but only once it
+has `min_overlap` events (or the batch before it is done): a slot that grabbed the first
+event to arrive would commit one event per fsync and leave the rest to queue. The queue is
 bounded: when it is full, `submit` fails at once (the endpoint answers 503 with
 Retry-After) instead of letting memory grow.
 """
@@ -56,12 +58,16 @@ class InboxWriter:
         *,
         max_queue: int = 10_000,
         max_batch: int = 1_000,
+        min_overlap: int = 16,
         store: InboxStore | None = None,
     ) -> None:
         self._store = store if store is not None else open_store(database)
         self._clock = clock
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=max_queue)
         self._max_batch = max_batch
+        self._min_overlap = min_overlap
+        # Set while the writer waits for a second batch to fill (see _run).
+        self._gathering: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         # Called after each committed batch (e.g. to wake the applier).
         self.on_stored: list[Callable[[], None]] = []
@@ -98,6 +104,8 @@ class InboxWriter:
         try:
             self._queue.put_nowait(pending)
             self.submitted += 1
+            if self._gathering is not None and self._queue.qsize() >= self._min_overlap:
+                self._gathering.set()
         except asyncio.QueueFull:
             raise IngestBusyError(
                 "too many webhooks are waiting to be stored; retry shortly"
@@ -113,6 +121,8 @@ class InboxWriter:
         def finished(task: asyncio.Task[None]) -> None:
             writing.discard(task)
             slots.release()
+            if self._gathering is not None:
+                self._gathering.set()
 
         stopping = False
         try:
@@ -120,6 +130,14 @@ class InboxWriter:
                 # A free slot first: while every slot is busy, events wait in the (bounded)
                 # queue, and all of them join the next batch.
                 await slots.acquire()
+                if writing and self._queue.qsize() < self._min_overlap:
+                    # A batch is storing already: start another beside it only once enough
+                    # events wait, or when one finishes, whichever comes first.
+                    self._gathering = asyncio.Event()
+                    try:
+                        await self._gathering.wait()
+                    finally:
+                        self._gathering = None
                 first = await self._queue.get()
                 if first is None:
                     slots.release()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -25,6 +26,18 @@ _SECRET_MARKERS = (
     "image_auth",
 )
 REDACTED = "[redacted]"
+# The id of the HTTP request being served (set by the edge middleware): one context
+# variable set per request, added to log lines only when one is written.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def add_request_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
 
 
 def _is_secret_key(key: str) -> bool:
@@ -56,6 +69,7 @@ def redact_secrets(
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -6,7 +6,8 @@ import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
+from starlette.types import Receive
 
 from service.errors import MalformedRequestError, PayloadTooLargeError, ValidationFailedError
 
@@ -15,20 +16,31 @@ DEFAULT_BODY_LIMIT = 1024 * 1024
 
 
 async def read_body(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
-    declared = request.headers.get("content-length")
+    return await read_asgi_body(
+        request.receive, limit=limit, declared=request.headers.get("content-length")
+    )
+
+
+async def read_asgi_body(
+    receive: Receive, *, limit: int = DEFAULT_BODY_LIMIT, declared: str | None = None
+) -> bytes:
+    """The request body from the ASGI messages; 413 past `limit` (refused before reading
+    when the declared Content-Length already says so), 400 if the client goes away."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise MalformedRequestError("the client disconnected before sending the body") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise MalformedRequestError("the client disconnected before sending the body")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_json_object(raw: bytes, *, empty_ok: bool = False) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """The first layer every HTTP request passes: its request id and its metrics, in one pass.
 
 `X-Request-ID` is echoed when the client sends a sane one and generated otherwise; it goes
-into the request state (error bodies carry it), the response header, and structlog's
-context for every log line of the request. Each request is then counted and timed by
-route template (never the raw path, so ids cannot explode the label set).
+into the request state (error bodies carry it), the response header, and the context
+every log line of the request reads it from (`service.logging.REQUEST_ID`). Each request
+is then counted and timed by route template (never the raw path, so ids cannot explode
+the label set).
 
 One layer instead of two: on the hot endpoints every wrapper around `send` and every
 context manager is a measurable share of the request.
@@ -11,18 +12,27 @@ context manager is a measurable share of the request.
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from service.logging import REQUEST_ID
 from service.metrics import HttpMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# Generated ids: a random per-process prefix and a counter (32 hex characters). Unique
+# without a system call per request; an id needs to be unique, not secret.
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
@@ -31,7 +41,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
             if _SANE.match(value):
                 return value.decode("ascii")
             break
-    return secrets.token_hex(16)
+    return new_request_id()
 
 
 def route_label(scope: Scope) -> str:
@@ -63,11 +73,11 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        tokens = bind_contextvars(request_id=request_id)
+        token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            reset_contextvars(**tokens)
+            REQUEST_ID.reset(token)
             self.metrics.observe(
                 route_label(scope), scope["method"], status, time.perf_counter() - started
             )

@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope
 
-from service.api.bodies import read_body
+from service.api.bodies import read_asgi_body
 from service.db import webhook_tallies
 from service.db.inbox import InboxRecord
 from service.errors import MalformedRequestError, PayloadTooLargeError, WebhookSignatureError
@@ -81,17 +82,28 @@ def _keys(resources: Resources) -> list[bytes]:
     return _decoded(tuple(resources.settings.inbound_webhook_secrets))
 
 
-# The two answers a stored webhook can get, rendered once.
-_STORED = orjson.dumps({"received": True, "duplicate": False})
-_DUPLICATE = orjson.dumps({"received": True, "duplicate": True})
+# The two answers a stored webhook can get, built once (a Response is not changed by
+# sending it, and the edge layer adds its header to a copy of the list).
+_STORED = Response(
+    orjson.dumps({"received": True, "duplicate": False}), media_type="application/json"
+)
+_DUPLICATE = Response(
+    orjson.dumps({"received": True, "duplicate": True}), media_type="application/json"
+)
+
+
+async def ingest_webhook(scope: Scope, receive: Receive) -> Response:
+    """The endpoint on the bare ASGI scope (it is on the hot path, see `hot_routes`)."""
+    resources: Resources = scope["state"]["resources"]
+    try:
+        return await _ingest(resources, scope["headers"], receive)
+    except (WebhookSignatureError, MalformedRequestError, PayloadTooLargeError) as exc:
+        await _count_rejection(resources, exc.code.lower())
+        raise
 
 
 async def receive_novita_webhook(request: Request) -> Response:
-    try:
-        return await _receive(request)
-    except (WebhookSignatureError, MalformedRequestError, PayloadTooLargeError) as exc:
-        await _count_rejection(request.state.resources, exc.code.lower())
-        raise
+    return await ingest_webhook(request.scope, request.receive)
 
 
 async def _count_rejection(resources: Resources, reason: str) -> None:
@@ -103,23 +115,41 @@ async def _count_rejection(resources: Resources, reason: str) -> None:
         log.warning("webhook.rejection_not_counted", reason=reason, exc_info=True)
 
 
-async def _receive(request: Request) -> Response:
-    resources: Resources = request.state.resources
+_WANTED = {
+    b"webhook-id": 0,
+    b"webhook-timestamp": 1,
+    b"webhook-signature": 2,
+    b"content-length": 3,
+}
+
+
+def _webhook_headers(raw: list[tuple[bytes, bytes]]) -> list[str | None]:
+    """webhook-id, -timestamp, -signature and content-length, in one pass (first wins)."""
+    found: list[str | None] = [None, None, None, None]
+    for name, value in raw:
+        index = _WANTED.get(name)
+        if index is not None and found[index] is None:
+            found[index] = value.decode("latin-1")
+    return found
+
+
+async def _ingest(
+    resources: Resources, raw_headers: list[tuple[bytes, bytes]], receive: Receive
+) -> Response:
     settings = resources.settings
-    raw = await read_body(request, limit=settings.inbound_webhook_max_bytes)
+    msg_id, timestamp, signature, length = _webhook_headers(raw_headers)
+    raw = await read_asgi_body(receive, limit=settings.inbound_webhook_max_bytes, declared=length)
     keys = _keys(resources)
     if not keys:
         raise WebhookSignatureError(
             "this service has no INBOUND_WEBHOOK_SECRETS configured; it accepts no webhooks"
         )
-    headers = request.headers
-    msg_id = headers.get("webhook-id")
     try:
         verify(
             keys,
             msg_id=msg_id,
-            timestamp=headers.get("webhook-timestamp"),
-            signature=headers.get("webhook-signature"),
+            timestamp=timestamp,
+            signature=signature,
             body=raw,
             now=resources.clock.now().timestamp(),
             tolerance=settings.inbound_webhook_tolerance,
@@ -132,7 +162,7 @@ async def _receive(request: Request) -> Response:
     record = parse_envelope(raw, msg_id)
     assert resources.inbox is not None, "the inbox writer runs with the app"
     is_new = await resources.inbox.submit(record)
-    return Response(_STORED if is_new else _DUPLICATE, media_type="application/json")
+    return _STORED if is_new else _DUPLICATE
 
 
 ROUTES = [Route("/webhooks/novita", receive_novita_webhook, methods=["POST"])]

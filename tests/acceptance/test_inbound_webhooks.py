@@ -180,13 +180,11 @@ async def test_full_queue_answers_503_with_retry_after(service: ServiceUnderTest
                 await conn.execute(sa.text("DELETE FROM leases WHERE 1 = 0"))
             else:
                 await conn.execute(sa.text("LOCK TABLE inbound_webhooks IN EXCLUSIVE MODE"))
-            # Each event the writer takes starts a batch, blocked on the lock, until every
-            # batch slot is taken (one on SQLite, a few on PostgreSQL)...
-            blocked = []
-            for taken in range(1, writer.max_in_flight + 1):
-                blocked.append(asyncio.create_task(post(service, *signed(service, event()))))
-                await until(lambda n=taken: writer.submitted == n and writer.backlog == 0)
-            queued = asyncio.create_task(post(service, *signed(service, event())))
+            first = asyncio.create_task(post(service, *signed(service, event())))
+            # The writer has taken it (queue empty again) and is blocked on the lock; it
+            # starts no second batch beside it for a single event...
+            await until(lambda: writer.submitted == 1 and writer.backlog == 0)
+            second = asyncio.create_task(post(service, *signed(service, event())))
             await until(lambda: writer.backlog == 1)  # ...so this one waits in the full queue
             status, body, headers = await service.call(
                 "POST",
@@ -198,9 +196,8 @@ async def test_full_queue_answers_503_with_retry_after(service: ServiceUnderTest
             assert status == 503
             assert int(headers["Retry-After"]) >= 1
             assert body["error"]["code"] == "INGEST_BUSY"
-        answers = [(await request)[0] for request in [*blocked, queued]]
-        assert answers == [200] * (len(blocked) + 1)
+        assert (await first)[0] == 200 and (await second)[0] == 200
     finally:
         object.__setattr__(service.resources, "inbox", original)
         await writer.stop()
-    assert len(await stored(service)) == writer.max_in_flight + 1, "every queued event stored"
+    assert len(await stored(service)) == 2, "both queued events were stored, none lost"

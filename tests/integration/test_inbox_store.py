@@ -136,3 +136,39 @@ async def test_sqlite_checkpoints_run_beside_the_writer(
             assert await conn.scalar(sa.text("SELECT count(*) FROM inbound_webhooks")) == 50
     finally:
         await database.close()
+
+
+async def test_a_second_batch_starts_beside_a_slow_one_only_once_enough_wait(
+    database: Database,
+) -> None:
+    """While a batch is stuck, one more event waits; `min_overlap` events start another
+    batch beside it where the store allows several (PostgreSQL), never on SQLite."""
+    from service.clock import SystemClock
+    from service.ingest import InboxWriter
+    from tests.acceptance.test_inbound_webhooks import until
+
+    writer = InboxWriter(database, SystemClock(), min_overlap=4)
+    writer.start()
+
+    try:
+        async with database.transaction() as conn:
+            if database.is_sqlite:  # hold the write lock: the first batch waits behind it
+                await conn.execute(sa.text("DELETE FROM leases WHERE 1 = 0"))
+            else:
+                await conn.execute(sa.text("LOCK TABLE inbound_webhooks IN EXCLUSIVE MODE"))
+            submitted = [asyncio.ensure_future(writer.submit(record(0)))]
+            await until(lambda: writer.submitted == 1 and writer.backlog == 0)
+            submitted.append(asyncio.ensure_future(writer.submit(record(1))))
+            await until(lambda: writer.backlog == 1)
+            await asyncio.sleep(0.05)
+            assert writer.backlog == 1, "one waiting event starts no second batch"
+            submitted += [asyncio.ensure_future(writer.submit(record(n))) for n in range(2, 5)]
+            if writer.max_in_flight > 1:
+                await until(lambda: writer.backlog == 0)  # four waiting: a second batch
+            else:
+                await asyncio.sleep(0.05)
+                assert writer.backlog == 4
+        assert await asyncio.gather(*submitted) == [True] * 5
+        assert writer.batches == 2
+    finally:
+        await writer.stop()
