@@ -11,10 +11,13 @@ request of the batch once it returns. What `store()` does, per database:
 - SQLite (a file): the whole transaction (BEGIN IMMEDIATE, which ids exist, executemany,
   tally, COMMIT) runs as one call on a thread of the store's own, over a plain sqlite3
   connection: one hop off the event loop per batch rather than one per statement, and the
-  GIL is released while SQLite works. That connection never checkpoints the WAL itself
-  (a checkpoint fsyncs the database file, which would hold every waiting request for tens
-  of milliseconds); a second thread runs passive checkpoints beside it instead, which
-  never block the writer.
+  GIL is released while SQLite works. That connection does not checkpoint the WAL after
+  every 1,000 pages as SQLite would (copying them and fsyncing the database file would
+  hold every waiting request for tens of milliseconds): a second thread runs passive
+  checkpoints beside it, which never block the writer. Under sustained load those alone
+  never let the WAL start over (a writer is always ahead of them), so once the WAL file
+  passes `wal_limit_bytes` the writer runs one itself between batches: by then nearly
+  every page has been copied, so it costs little, and the next batch restarts the WAL.
 - Anything else (an in-memory SQLite, a `Database` handed an engine): the same work
   through SQLAlchemy, in one `Database.transaction()`.
 
@@ -25,6 +28,7 @@ results (the ids inserted, duplicates counted, rows read back identically).
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -191,9 +195,14 @@ class SqliteInboxStore:
     # Rows stored between checkpoints: a batch dirties about a page per row (the webhook-id
     # index is random), so this keeps the WAL near SQLite's default of 1,000 pages.
     checkpoint_rows = 1000
+    # The WAL size past which the writer checkpoints between batches so it starts over;
+    # also the size a restarted WAL file is truncated back to.
+    wal_limit_bytes = 64 * 1024 * 1024
 
     def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
         self._path = path
+        self._wal_path = f"{path}-wal"
+        self._batches = 0
         self._busy_timeout_ms = busy_timeout_ms
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-store")
         self._checkpoint_thread = ThreadPoolExecutor(
@@ -231,6 +240,41 @@ class SqliteInboxStore:
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
 
+    @staticmethod
+    def _rows(records: Sequence[InboxRecord], stamp: Any) -> list[tuple[Any, ...]]:
+        return [
+            (
+                record.webhook_id,
+                stamp,
+                record.event_type,
+                record.provider_instance_id,
+                record.payload_json,
+            )
+            for record in records
+        ]
+
+    def _known(self, ids: list[str]) -> set[str]:
+        """Which of the ids are stored already (in the writer's open transaction)."""
+        assert self._connection is not None
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):  # stay under SQLite's variable limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                row[0]
+                for row in self._connection.execute(
+                    f"SELECT webhook_id FROM inbound_webhooks WHERE webhook_id IN ({marks})",
+                    chunk,
+                )
+            )
+        return known
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self._wal_path)
+        except OSError:
+            return 0
+
     def _checkpoint(self) -> None:
         """Copy the WAL into the database without blocking the writer (PASSIVE)."""
         if self._checkpoint_connection is None:
@@ -241,37 +285,23 @@ class SqliteInboxStore:
     def _store(self, records: Sequence[InboxRecord], duplicates: int, now: datetime) -> set[str]:
         if self._connection is None:
             self._connection = self._connect()
-            self._connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
+            self._connection.execute("PRAGMA wal_autocheckpoint=0")  # see the module notes
+            self._connection.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
         connection = self._connection
         stamp = _TIME(now) if _TIME is not None else now
-        ids = [record.webhook_id for record in records]
         connection.execute("BEGIN IMMEDIATE")
         try:
+            # Duplicates are rare: insert the whole batch first (ON CONFLICT skips known
+            # ids) and look up which ids were known only if some row was skipped.
+            cursor = connection.executemany(self._insert_sql, self._rows(records, stamp))
             existing: set[str] = set()
-            for start in range(0, len(ids), 500):  # stay under SQLite's variable limit
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                existing.update(
-                    row[0]
-                    for row in connection.execute(
-                        f"SELECT webhook_id FROM inbound_webhooks WHERE webhook_id IN ({marks})",
-                        chunk,
-                    )
-                )
-            new = [record for record in records if record.webhook_id not in existing]
-            connection.executemany(
-                self._insert_sql,
-                [
-                    (
-                        record.webhook_id,
-                        stamp,
-                        record.event_type,
-                        record.provider_instance_id,
-                        record.payload_json,
-                    )
-                    for record in new
-                ],
-            )
+            new: Sequence[InboxRecord] = records
+            if cursor.rowcount != len(records):
+                connection.execute("ROLLBACK")
+                connection.execute("BEGIN IMMEDIATE")
+                existing = self._known([record.webhook_id for record in records])
+                new = [record for record in records if record.webhook_id not in existing]
+                connection.executemany(self._insert_sql, self._rows(new, stamp))
             counted = duplicates + len(existing)
             if counted:
                 minute = webhook_tallies.minute_of(now)
@@ -284,6 +314,10 @@ class SqliteInboxStore:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+        self._batches += 1
+        if self._batches % 16 == 0 and self._wal_bytes() > self.wal_limit_bytes:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
         return {record.webhook_id for record in new}
 
     async def close(self) -> None:

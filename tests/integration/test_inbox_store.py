@@ -172,3 +172,35 @@ async def test_a_second_batch_starts_beside_a_slow_one_only_once_enough_wait(
         assert writer.batches == 2
     finally:
         await writer.stop()
+
+
+def wal_size(database_path: Path) -> int:
+    return Path(f"{database_path}-wal").stat().st_size
+
+
+async def test_the_sqlite_wal_stays_bounded_under_sustained_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a writer always busy, passive checkpoints alone never let the WAL start over;
+    past its limit the writer checkpoints between batches and the file shrinks back."""
+    path = tmp_path / "wal.db"
+    database = Database.from_url(f"sqlite+aiosqlite:///{path}")
+    try:
+        await upgrade_to_head(database.engine)
+        store = open_store(database)
+        assert isinstance(store, SqliteInboxStore)
+        monkeypatch.setattr(store, "checkpoint_rows", 10**9)  # no checkpoints beside it
+        monkeypatch.setattr(store, "wal_limit_bytes", 128 * 1024)
+        largest = 0
+        try:
+            for start in range(0, 4000, 40):
+                batch = [record(n) for n in range(start, start + 40)]
+                await store.store(batch, duplicates=0, now=NOW)
+                largest = max(largest, wal_size(path))
+        finally:
+            await store.close()
+        assert store.checkpoints >= 2
+        # 4,000 rows wrote several MB of WAL frames; the file never kept them all.
+        assert largest < 2 * 1024 * 1024, largest
+    finally:
+        await database.close()
