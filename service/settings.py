@@ -161,6 +161,14 @@ class Settings(BaseSettings):
     relist_interval: float = Field(
         default=300.0, gt=0, description="Seconds between full relists of provider instances."
     )
+    stable_poll_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of RATE_LIMIT_PER_MINUTE the polls of stable instances may use: "
+        "with more instances than RECONCILE_INTERVAL allows within it, each is polled less "
+        "often (the relist still sees all of them every RELIST_INTERVAL).",
+    )
     startup_timeout: float = Field(
         default=900.0, gt=0, description="Seconds from running to ready before `failed`."
     )

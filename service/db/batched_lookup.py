@@ -21,9 +21,13 @@ from typing import Any
 
 import asyncpg
 
-_CONNECTION_LOST = (
+# What a connection that died while idle raises on its next use.
+CONNECTION_LOST = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    # A terminated backend's goodbye may still be arriving when the next query starts.
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
     ConnectionError,
 )
@@ -104,11 +108,13 @@ class BatchedLookup:
 
     async def _fetch(self, keys: list[Any]) -> list[tuple[Any, ...]]:
         self.queries += 1
+        while self._idle and self._idle[-1].is_closed():
+            self._idle.pop()
         if self._idle:
             connection = self._idle.pop()
             try:
                 return await self._fetch_on(connection, keys)
-            except _CONNECTION_LOST:
+            except CONNECTION_LOST:
                 # An idle connection can die unnoticed (server restart, idle timeout);
                 # a read is safe to repeat, once, on a new connection.
                 pass

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import instances
 from service.db.repository import get_instance
-from service.domain import TERMINAL_STATUSES, Instance, Status
+from service.domain import TERMINAL_STATUSES, TRANSITIONAL_STATUSES, Instance, Status
 
 
 def _claim_is_free(now: datetime) -> sa.ColumnElement[bool]:
@@ -90,6 +90,18 @@ async def claim_due_for_poll(
         instances.c.next_check_at <= now,
     )
     return await _claim(conn, condition, owner=owner, now=now, ttl=ttl, limit=limit)
+
+
+async def count_polled_slowly(conn: AsyncConnection) -> int:
+    """How many instances the poll visits at the stable pace (live, known to Novita, not
+    in a transitional status)."""
+    settled = [s.value for s in (TERMINAL_STATUSES | TRANSITIONAL_STATUSES)]
+    count = await conn.scalar(
+        sa.select(sa.func.count()).where(
+            instances.c.status.not_in(settled), instances.c.novita_instance_id.is_not(None)
+        )
+    )
+    return int(count or 0)
 
 
 async def record_intent(

@@ -42,6 +42,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
 from service.db import inbox, webhook_tallies
+from service.db.batched_lookup import CONNECTION_LOST
 from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.db.models import inbound_webhooks
@@ -133,19 +134,31 @@ class PostgresInboxStore:
     async def store(
         self, records: Sequence[InboxRecord], *, duplicates: int, now: datetime
     ) -> set[str]:
-        connection = self._idle.pop() if self._idle else await asyncpg.connect(self._dsn)
+        arguments = (
+            now,
+            [record.webhook_id for record in records],
+            [record.event_type for record in records],
+            [record.provider_instance_id for record in records],
+            [record.payload_json for record in records],
+            len(records) + duplicates,
+            webhook_tallies.minute_of(now),
+            webhook_tallies.DUPLICATE,
+        )
+        while self._idle and self._idle[-1].is_closed():
+            self._idle.pop()
+        if self._idle:
+            try:
+                return await self._store_on(self._idle.pop(), arguments)
+            except CONNECTION_LOST:
+                # An idle connection can die unnoticed (server restart, idle timeout). The
+                # statement is safe to repeat on a new one: had it committed, the ids come
+                # back as known and each request is still answered 200 (as a duplicate).
+                pass
+        return await self._store_on(await asyncpg.connect(self._dsn), arguments)
+
+    async def _store_on(self, connection: Any, arguments: tuple[Any, ...]) -> set[str]:
         try:
-            rows = await connection.fetch(
-                _PG_STORE,
-                now,
-                [record.webhook_id for record in records],
-                [record.event_type for record in records],
-                [record.provider_instance_id for record in records],
-                [record.payload_json for record in records],
-                len(records) + duplicates,
-                webhook_tallies.minute_of(now),
-                webhook_tallies.DUPLICATE,
-            )
+            rows = await connection.fetch(_PG_STORE, *arguments)
         except BaseException:
             # Whatever the failure, this connection is not trusted with another batch.
             connection.terminate()

@@ -12,7 +12,9 @@ live here once (DESIGN §10, novita-api.md §16):
   delete Novita still has not started is sent again (deletes are idempotent);
 - a move the transition table refuses is logged (`reconcile.transition_refused`), not
   recorded;
-- next check: `fast_interval` while transitional, else `slow_interval`.
+- next check: `fast_interval` while transitional, else the stable pace (`Pacing`):
+  `slow_interval`, stretched when the instances polled at it would take more than their
+  share of the Novita rate limit.
 
 A poll holds a claim on the row and hands it back here (`release_claim=True`); the relist
 holds none and leaves claims alone.
@@ -20,7 +22,7 @@ holds none and leaves claims alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,12 +56,32 @@ class ApplyOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
+    """When an instance is looked at next. Transitional: every `fast_interval`. Stable:
+    every `slow_interval`, or less often when that many polls would take more than
+    `stable_budget` Novita calls a minute (a share of the rate limit): with thousands of
+    instances their polls are spread out, and the relist (one list call per page) keeps
+    seeing every one of them every RELIST_INTERVAL."""
+
     fast_interval: float = 5.0
     slow_interval: float = 30.0
     action_settle: float = 30.0
+    stable_budget: float | None = None  # polls a minute for stable instances; None: no cap
+    stable_count: int = 0  # how many instances are polled at the stable pace
 
     def interval(self, status: Status) -> float:
-        return self.fast_interval if status in TRANSITIONAL_STATUSES else self.slow_interval
+        if status in TRANSITIONAL_STATUSES:
+            return self.fast_interval
+        return self.stable_interval
+
+    @property
+    def stable_interval(self) -> float:
+        if not self.stable_budget:
+            return self.slow_interval
+        return max(self.slow_interval, self.stable_count * 60.0 / self.stable_budget)
+
+
+# How often an applier recounts the instances polled at the stable pace.
+RECOUNT_SECONDS = 60.0
 
 
 class ObservationApplier:
@@ -77,8 +99,22 @@ class ObservationApplier:
         self._clock = clock
         self.owner = owner
         self.pacing = pacing or Pacing()
+        self._counted_at: float | None = None  # monotonic time of the last recount
         # When a read first contradicted an action we asked for (monotonic seconds).
         self._contradicted_since: dict[str, float] = {}
+
+    async def _recount(self) -> None:
+        """Refresh the number the stable pace depends on, at most once a minute."""
+        if not self.pacing.stable_budget:
+            return
+        now = self._clock.monotonic()
+        if self._counted_at is not None and now - self._counted_at < RECOUNT_SECONDS:
+            return
+        async with self._db.read() as conn:
+            count = await claims.count_polled_slowly(conn)
+        self._counted_at = now
+        if count != self.pacing.stable_count:
+            self.pacing = replace(self.pacing, stable_count=count)
 
     async def apply(
         self,
@@ -89,6 +125,7 @@ class ObservationApplier:
         release_claim: bool,
     ) -> ApplyOutcome:
         """Apply what Novita said (`None`: it has no such instance) when asked at `asked_at`."""
+        await self._recount()
         now = self._clock.now()
         observation = observation_of(observed)
         async with self._db.transaction() as conn:

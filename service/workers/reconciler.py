@@ -6,7 +6,9 @@ expired), reads each from Novita and applies the answer through `ObservationAppl
 Novita's reads are the truth; webhooks only make us look sooner.
 
 - Next check: `poll_interval_transitional` while the status is transitional, else
-  `reconcile_interval`; after a failed read, a per-instance exponential backoff.
+  `reconcile_interval`, stretched so that stable instances' polls stay within
+  `stable_poll_share` of the rate limit (`Pacing`); after a failed read, a per-instance
+  exponential backoff.
 - While the circuit breaker is open the batch is skipped (`paused`, for /health).
 
 The full relist (`relister.py`) and readiness probes (`readiness.py`) are workers of their
@@ -48,6 +50,7 @@ class ReconcilerConfig:
     slow_interval: float = 30.0
     backoff_max: float = 300.0
     action_settle: float = 30.0
+    stable_budget: float | None = None  # polls a minute of stable instances (None: no cap)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReconcilerConfig:
@@ -58,11 +61,14 @@ class ReconcilerConfig:
             slow_interval=settings.reconcile_interval,
             backoff_max=settings.poll_error_max_backoff,
             action_settle=settings.action_settle_seconds,
+            stable_budget=settings.rate_limit_per_minute * settings.stable_poll_share,
         )
 
     @property
     def pacing(self) -> Pacing:
-        return Pacing(self.fast_interval, self.slow_interval, self.action_settle)
+        return Pacing(
+            self.fast_interval, self.slow_interval, self.action_settle, self.stable_budget
+        )
 
 
 class Reconciler:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -204,3 +205,22 @@ async def test_the_sqlite_wal_stays_bounded_under_sustained_writes(
         assert largest < 2 * 1024 * 1024, largest
     finally:
         await database.close()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_connection_killed_while_idle_costs_no_batch(
+    postgres_database: Database, postgres_url: str
+) -> None:
+    store = open_store(postgres_database)
+    assert isinstance(store, PostgresInboxStore)
+    try:
+        assert await store.store([record(1)], duplicates=0, now=NOW) == {"msg_1"}
+        (idle,) = store._idle
+        admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", idle.get_server_pid())
+        finally:
+            await admin.close()
+        assert await store.store([record(2)], duplicates=0, now=NOW) == {"msg_2"}
+    finally:
+        await store.close()

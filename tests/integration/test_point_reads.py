@@ -4,7 +4,6 @@ the row is unchanged, and on PostgreSQL concurrent lookups share their round tri
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -12,29 +11,8 @@ import pytest
 
 from service.db import repository as repo
 from service.db.engine import Database
-from service.db.migrations import upgrade_to_head
 from service.domain import EventSource, Instance, Status
 from tests.integration.test_repository import T0, create
-from tests.plugins.database import create_postgres_database, drop_postgres_database
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    url = await create_postgres_database()
-    try:
-        yield url
-    finally:
-        await drop_postgres_database(url)
-
-
-@pytest.fixture
-async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(postgres_url)
-    try:
-        await upgrade_to_head(database.engine)
-        yield database
-    finally:
-        await database.close()
 
 
 class Renders:

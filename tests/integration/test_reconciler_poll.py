@@ -3,6 +3,7 @@ states confirmed only when Novita says so, lost and reclaimed instances, pausing
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from service.db.engine import Database
 from service.domain import Status
 from service.novita import CircuitBreaker, NovitaClient
 from service.simulator import Simulator
+from service.workers.observe import Pacing
 from service.workers.provisioner import Provisioner
 from service.workers.reconciler import Reconciler
 from tests.integration.provisioning_helpers import (
@@ -313,3 +315,34 @@ async def test_open_breaker_pauses_polling(
         assert await reconciler.run_once() == 1
         assert not reconciler.paused
         assert (await load(database, instance_id)).status is Status.RUNNING
+
+
+async def test_stable_polls_spread_out_to_stay_within_their_share_of_the_rate_limit(
+    database: Database,
+    simulator: Simulator,
+    sim_clock: ManualClock,
+    provisioner: Provisioner,
+    novita: NovitaClient,
+) -> None:
+    """3 stable instances with a budget of 2 polls a minute: one poll each 90 s, not 30."""
+    reconciler = make_reconciler(
+        database, novita, sim_clock, fast_interval=5, slow_interval=30, stable_budget=2
+    )
+    ids = [
+        (await running(database, simulator, sim_clock, provisioner, reconciler, name=f"t{n}"))[0]
+        for n in range(3)
+    ]
+    await poll_after(simulator, sim_clock, reconciler, 61)  # the count is a minute old
+    for instance_id in ids:
+        instance = await load(database, instance_id)
+        assert instance.status is Status.RUNNING
+        assert instance.next_check_at == sim_clock.now() + timedelta(seconds=90)
+
+
+def test_the_stable_pace_is_the_slow_interval_until_the_budget_binds() -> None:
+    pacing = Pacing(fast_interval=5, slow_interval=30, stable_budget=50)
+    assert pacing.interval(Status.RUNNING) == 30
+    assert replace(pacing, stable_count=25).interval(Status.RUNNING) == 30
+    assert replace(pacing, stable_count=5000).interval(Status.RUNNING) == 6000
+    assert replace(pacing, stable_count=5000).interval(Status.STARTING) == 5
+    assert replace(pacing, stable_count=5000, stable_budget=None).stable_interval == 30

@@ -110,3 +110,24 @@ async def database(empty_database: Database) -> Database:
     """A database migrated to the code's head revision."""
     await upgrade_to_head(empty_database.engine)
     return empty_database
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """An empty PostgreSQL database, for tests of what only PostgreSQL does."""
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+@pytest.fixture
+async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
+    """A migrated PostgreSQL database (see `postgres_url`)."""
+    database = Database.from_url(postgres_url)
+    try:
+        await upgrade_to_head(database.engine)
+        yield database
+    finally:
+        await database.close()
