@@ -105,6 +105,10 @@ class InstanceNotFoundError(DomainError):
 
     code = "INSTANCE_NOT_FOUND"
 
+    @classmethod
+    def for_id(cls, instance_id: str) -> InstanceNotFoundError:
+        return cls(f"no instance with id {instance_id!r}", instanceId=instance_id)
+
 
 class IllegalTransitionError(DomainError):
     """The instance cannot move to that status from its current one."""

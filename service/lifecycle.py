@@ -109,9 +109,7 @@ class Lifecycle:
     async def get(self, id_or_novita_id: str) -> Instance:
         instance = await repo.find_instance_fast(self.db, id_or_novita_id)
         if instance is None:
-            raise InstanceNotFoundError(
-                f"no instance with id {id_or_novita_id!r}", instanceId=id_or_novita_id
-            )
+            raise InstanceNotFoundError.for_id(id_or_novita_id)
         return instance
 
     # -- actions ---------------------------------------------------------------------------

@@ -44,6 +44,14 @@ def authenticate(request: Request, keys: tuple[str, ...]) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
+def record_caller(scope: Scope) -> None:
+    """Authenticate the request of `scope`; put the caller's key id in its state (401
+    otherwise). Used by `ApiKeyMiddleware` and by the hot routes."""
+    state = scope["state"]
+    keys = state["resources"].settings.api_key_values()
+    state["caller"] = authenticate(Request(scope), keys)
+
+
 class ApiKeyMiddleware:
     """Guards everything mounted under it; records the caller's key id in the request state."""
 
@@ -52,7 +60,5 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            request = Request(scope)
-            keys = request.state.resources.settings.api_key_values()
-            scope["state"]["caller"] = authenticate(request, keys)
+            record_caller(scope)
         await self.app(scope, receive, send)

@@ -63,7 +63,7 @@ class EdgeMiddleware:
         request_id = request_id_from(scope["headers"])
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode("ascii"))
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500
 
         async def send_with_id(message: Message) -> None:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.auth import authenticate
+from service.api.auth import record_caller
 from service.api.errors import service_error_handler, unhandled_error_handler
 from service.api.instances import get_instance
 from service.api.webhooks import ingest_webhook
@@ -78,9 +78,7 @@ class HotRoutes:
         scope["endpoint"] = route.handler
         try:
             if route.api_key:
-                state = scope["state"]
-                keys = state["resources"].settings.api_key_values()
-                state["caller"] = authenticate(Request(scope), keys)
+                record_caller(scope)
             response = await route.handler(scope, receive)
         except ServiceError as exc:
             response = await service_error_handler(Request(scope), exc)

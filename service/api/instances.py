@@ -213,7 +213,7 @@ async def get_instance(request: Request) -> Response:
     key = request.path_params["instance_id"]
     body = await repo.find_instance_derived(_resources(request).database, key, _instance_body)
     if body is None:
-        raise InstanceNotFoundError(f"no instance with id {key!r}", instanceId=key)
+        raise InstanceNotFoundError.for_id(key)
     return Response(body, media_type="application/json")
 
 

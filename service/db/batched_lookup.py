@@ -19,18 +19,8 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import asyncpg
+from service.db.dedicated_connections import DedicatedConnections
 
-# What a connection that died while idle raises on its next use.
-CONNECTION_LOST = (
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    # A terminated backend's goodbye may still be arriving when the next query starts.
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    ConnectionError,
-)
 # Which of the keys a fetched row answers (a row may answer more than one).
 KeysOf = Callable[[tuple[Any, ...]], Iterable[Any]]
 
@@ -47,13 +37,12 @@ class BatchedLookup:
     ) -> None:
         """`sql` takes the keys as its one array parameter, `$1`; `keys_of(row)` says
         which keys a returned row answers."""
-        self._dsn = dsn
+        self.connections = DedicatedConnections(dsn, statement_cache_size=16)
         self._sql = sql
         self._keys_of = keys_of
         self._max_in_flight = max_in_flight
         self._max_keys = max_keys
         self._waiting: dict[Any, list[asyncio.Future[tuple[Any, ...] | None]]] = {}
-        self._idle: list[Any] = []  # asyncpg connections not running a lookup
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
         self.queries = 0  # statements sent: fewer than lookups asked for when coalescing
@@ -108,30 +97,8 @@ class BatchedLookup:
 
     async def _fetch(self, keys: list[Any]) -> list[tuple[Any, ...]]:
         self.queries += 1
-        while self._idle and self._idle[-1].is_closed():
-            self._idle.pop()
-        if self._idle:
-            connection = self._idle.pop()
-            try:
-                return await self._fetch_on(connection, keys)
-            except CONNECTION_LOST:
-                # An idle connection can die unnoticed (server restart, idle timeout);
-                # a read is safe to repeat, once, on a new connection.
-                pass
-        return await self._fetch_on(await self._connect(), keys)
-
-    async def _fetch_on(self, connection: Any, keys: list[Any]) -> list[tuple[Any, ...]]:
-        try:
-            records = await connection.fetch(self._sql, keys)
-        except BaseException:
-            # A connection that failed mid-query is not trusted again.
-            connection.terminate()
-            raise
-        self._idle.append(connection)
+        records = await self.connections.run(lambda connection: connection.fetch(self._sql, keys))
         return [tuple(record.values()) for record in records]
-
-    async def _connect(self) -> Any:
-        return await asyncpg.connect(self._dsn, statement_cache_size=16)
 
     async def close(self) -> None:
         self._closed = True
@@ -143,6 +110,4 @@ class BatchedLookup:
                 if not future.done():
                     future.set_exception(RuntimeError("the lookup is closed"))
         self._waiting = {}
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.close()
+        await self.connections.close()

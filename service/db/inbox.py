@@ -43,7 +43,7 @@ class StoredWebhook:
 _STORED_COLUMNS = ("webhook_id", "received_at", "event_type", "provider_instance_id", "payload")
 
 
-class _InboxInsert:
+class InboxInsert:
     """The inbox INSERT for one dialect, compiled once from Core, run with the driver's
     executemany: for a batch of small rows SQLAlchemy's per-row parameter handling costs
     far more than the insert itself. The time goes through its column type's bind
@@ -60,19 +60,24 @@ class _InboxInsert:
         self.sql = str(compiled.compile(dialect=dialect))
         self.process_time = inbound_webhooks.c.received_at.type.bind_processor(dialect)
 
-    def params(self, record: InboxRecord, now: datetime) -> tuple[Any, ...]:
+    def rows(self, records: Sequence[InboxRecord], now: datetime) -> list[tuple[Any, ...]]:
+        """The driver's parameters for `records`, received at `now`."""
         # The JSON column's own bind processor would serialise a Python value to the same
         # text the driver is given here: the payload already is that text.
-        return (
-            record.webhook_id,
-            self.process_time(now) if self.process_time is not None else now,
-            record.event_type,
-            record.provider_instance_id,
-            record.payload_json,
-        )
+        stamp = self.process_time(now) if self.process_time is not None else now
+        return [
+            (
+                record.webhook_id,
+                stamp,
+                record.event_type,
+                record.provider_instance_id,
+                record.payload_json,
+            )
+            for record in records
+        ]
 
 
-_INSERTS: dict[str, _InboxInsert] = {}
+_INSERTS: dict[str, InboxInsert] = {}
 
 
 async def store_batch(
@@ -102,11 +107,10 @@ async def store_batch(
     dialect = conn.dialect
     insert = _INSERTS.get(dialect.name)
     if insert is None:
-        insert = _INSERTS[dialect.name] = _InboxInsert(dialect)
-    rows = [insert.params(record, now) for record in new]
+        insert = _INSERTS[dialect.name] = InboxInsert(dialect)
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    await driver.executemany(insert.sql, rows)
+    await driver.executemany(insert.sql, insert.rows(new, now))
     return {record.webhook_id for record in new}
 
 

@@ -33,20 +33,17 @@ import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-import asyncpg
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
 from service.db import inbox, webhook_tallies
-from service.db.batched_lookup import CONNECTION_LOST
+from service.db.dedicated_connections import DedicatedConnections
 from service.db.engine import Database
-from service.db.inbox import InboxRecord
+from service.db.inbox import InboxInsert, InboxRecord
 from service.db.models import inbound_webhooks
-from service.db.models import webhook_tallies as tallies
 
 log = structlog.get_logger(__name__)
 _SQLITE = sqlite_dialect.dialect()
@@ -127,9 +124,8 @@ class PostgresInboxStore:
     """Batches on up to `max_in_flight` connections of its own, one statement each."""
 
     def __init__(self, dsn: str, *, max_in_flight: int = 4) -> None:
-        self._dsn = dsn
+        self.connections = DedicatedConnections(dsn)
         self.max_in_flight = max_in_flight
-        self._idle: list[Any] = []  # asyncpg connections (asyncpg ships no types)
 
     async def store(
         self, records: Sequence[InboxRecord], *, duplicates: int, now: datetime
@@ -144,32 +140,15 @@ class PostgresInboxStore:
             webhook_tallies.minute_of(now),
             webhook_tallies.DUPLICATE,
         )
-        while self._idle and self._idle[-1].is_closed():
-            self._idle.pop()
-        if self._idle:
-            try:
-                return await self._store_on(self._idle.pop(), arguments)
-            except CONNECTION_LOST:
-                # An idle connection can die unnoticed (server restart, idle timeout). The
-                # statement is safe to repeat on a new one: had it committed, the ids come
-                # back as known and each request is still answered 200 (as a duplicate).
-                pass
-        return await self._store_on(await asyncpg.connect(self._dsn), arguments)
-
-    async def _store_on(self, connection: Any, arguments: tuple[Any, ...]) -> set[str]:
-        try:
-            rows = await connection.fetch(_PG_STORE, *arguments)
-        except BaseException:
-            # Whatever the failure, this connection is not trusted with another batch.
-            connection.terminate()
-            raise
-        self._idle.append(connection)
+        # Safe to repeat on a new connection (see DedicatedConnections): had the statement
+        # committed, its ids come back as known and each request is still answered 200.
+        rows = await self.connections.run(
+            lambda connection: connection.fetch(_PG_STORE, *arguments)
+        )
         return {row[0] for row in rows}
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.close()
+        await self.connections.close()
 
 
 # -- SQLite --------------------------------------------------------------------------------
@@ -179,26 +158,6 @@ def _log_checkpoint_failure(done: asyncio.Future[None]) -> None:
     # A failed checkpoint loses nothing (the WAL keeps the rows); the next one retries.
     if not done.cancelled() and done.exception() is not None:
         log.warning("inbox.checkpoint_failed", error=str(done.exception()))
-
-
-def _sqlite_sql() -> tuple[str, str]:
-    insert = (
-        sqlite_dialect.insert(inbound_webhooks)
-        .inline()
-        .on_conflict_do_nothing(index_elements=["webhook_id"])
-    )
-    names = ("webhook_id", "received_at", "event_type", "provider_instance_id", "payload")
-    insert_sql = str(
-        insert.values({name: sa.bindparam(name) for name in names}).compile(dialect=_SQLITE)
-    )
-    tally = sqlite_dialect.insert(tallies).values(
-        minute=sa.bindparam("minute"), outcome=sa.bindparam("outcome"), count=sa.bindparam("by")
-    )
-    tally = tally.on_conflict_do_update(
-        index_elements=["minute", "outcome"],
-        set_={"count": tallies.c.count + tally.excluded.count},
-    )
-    return insert_sql, str(tally.compile(dialect=_SQLITE))
 
 
 class SqliteInboxStore:
@@ -225,7 +184,10 @@ class SqliteInboxStore:
         self._checkpoint_connection: sqlite3.Connection | None = None
         self._checkpointing: asyncio.Future[None] | None = None
         self._rows_since_checkpoint = 0
-        self._insert_sql, self._tally_sql = _sqlite_sql()
+        self._insert = InboxInsert(_SQLITE)
+        self._tally_sql = str(
+            webhook_tallies.increment_statement("sqlite").compile(dialect=_SQLITE)
+        )
         self.checkpoints = 0
 
     async def store(
@@ -252,19 +214,6 @@ class SqliteInboxStore:
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
-
-    @staticmethod
-    def _rows(records: Sequence[InboxRecord], stamp: Any) -> list[tuple[Any, ...]]:
-        return [
-            (
-                record.webhook_id,
-                stamp,
-                record.event_type,
-                record.provider_instance_id,
-                record.payload_json,
-            )
-            for record in records
-        ]
 
     def _known(self, ids: list[str]) -> set[str]:
         """Which of the ids are stored already (in the writer's open transaction)."""
@@ -301,12 +250,11 @@ class SqliteInboxStore:
             self._connection.execute("PRAGMA wal_autocheckpoint=0")  # see the module notes
             self._connection.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
         connection = self._connection
-        stamp = _TIME(now) if _TIME is not None else now
         connection.execute("BEGIN IMMEDIATE")
         try:
             # Duplicates are rare: insert the whole batch first (ON CONFLICT skips known
             # ids) and look up which ids were known only if some row was skipped.
-            cursor = connection.executemany(self._insert_sql, self._rows(records, stamp))
+            cursor = connection.executemany(self._insert.sql, self._insert.rows(records, now))
             existing: set[str] = set()
             new: Sequence[InboxRecord] = records
             if cursor.rowcount != len(records):
@@ -314,7 +262,7 @@ class SqliteInboxStore:
                 connection.execute("BEGIN IMMEDIATE")
                 existing = self._known([record.webhook_id for record in records])
                 new = [record for record in records if record.webhook_id not in existing]
-                connection.executemany(self._insert_sql, self._rows(new, stamp))
+                connection.executemany(self._insert.sql, self._insert.rows(new, now))
             counted = duplicates + len(existing)
             if counted:
                 minute = webhook_tallies.minute_of(now)

@@ -272,7 +272,7 @@ async def get_instance(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise InstanceNotFoundError(f"no instance with id {instance_id!r}", instanceId=instance_id)
+        raise InstanceNotFoundError.for_id(instance_id)
     return _instance_from_row(row)
 
 

@@ -215,7 +215,7 @@ async def test_a_postgres_connection_killed_while_idle_costs_no_batch(
     assert isinstance(store, PostgresInboxStore)
     try:
         assert await store.store([record(1)], duplicates=0, now=NOW) == {"msg_1"}
-        (idle,) = store._idle
+        (idle,) = store.connections.idle
         admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
         try:
             assert await admin.fetchval("SELECT pg_terminate_backend($1)", idle.get_server_pid())

@@ -117,7 +117,7 @@ async def test_a_connection_killed_while_idle_is_replaced_without_an_error(
     reader = database.point_reader
     assert reader is not None
     assert await reader.find(instance_id) is not None
-    (idle,) = reader._lookup._idle
+    (idle,) = reader._lookup.connections.idle
     backend = idle.get_server_pid()
 
     admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
@@ -128,5 +128,5 @@ async def test_a_connection_killed_while_idle_is_replaced_without_an_error(
 
     row = await reader.find(instance_id)
     assert row is not None and row["id"] == instance_id
-    (replacement,) = reader._lookup._idle
+    (replacement,) = reader._lookup.connections.idle
     assert replacement.get_server_pid() != backend
