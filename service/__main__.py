@@ -118,6 +118,7 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers
     import uvicorn
 
     from service.app import create_app
+    from service.http_protocol import HttpProtocol
     from service.logging import configure_logging
 
     settings = settings_or_exit(**({"novita_simulator": True} if simulator else {}))
@@ -144,6 +145,7 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers
         access_log=settings.log_level in ("DEBUG", "INFO"),
         lifespan="on",
         server_header=False,
+        http=HttpProtocol,
     )
 
 

@@ -9,12 +9,20 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from service.http_protocol import HttpProtocol
+
 
 @asynccontextmanager
 async def running_server(app: ASGIApp) -> AsyncIterator[str]:
     """Serve `app` (lifespan included) and yield its base URL; shut it down afterwards."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, lifespan="on", access_log=False
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        http=HttpProtocol,  # as `serve` runs it
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
