@@ -1,13 +1,15 @@
 """Inbound webhook ingest throughput: signed, unique webhooks per second into the inbox.
 
-    .venv/bin/python bench/webhook_ingest.py [--runs 3] [--duration 10] [--connections 64]
+    .venv/bin/python bench/webhook_ingest.py --no-workers [--runs 5] [--duration 10]
 
-For each engine (SQLite; PostgreSQL when TEST_POSTGRES_URL is set or a local server is
-found by scripts/test-postgres.sh), starts `novita-lifecycle serve --simulator` (one
-uvicorn worker, pinned to CPU 0) and replays pre-signed, unique Standard Webhooks requests
-with wrk (pinned to CPU 1) through a Lua script. For scale, the same load runs against a
-bare Starlette endpoint that reads the body and answers 200. Prints requests/s and p99
-latency per run and the medians. Only 127.0.0.1 is ever targeted.
+Starts, side by side and each pinned to CPU 0: a bare Starlette endpoint that reads the
+body and answers 200 (for scale), and `novita-lifecycle serve --simulator` (one uvicorn
+worker) on SQLite and, when TEST_POSTGRES_URL is set or scripts/test-postgres.sh finds a
+local server, on PostgreSQL. Then runs rounds: in each, wrk (pinned to CPU 1) replays
+fresh pre-signed, unique Standard Webhooks requests against every target in turn, so
+the figures of one round share the machine's state of the moment. Prints each round,
+the medians, and each engine's median share of the bare endpoint's rate. Only 127.0.0.1
+is ever targeted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +37,7 @@ from service.signatures import sign  # noqa: E402
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SECRET = "whsec_" + base64.b64encode(b"bench-inbound-secret-0123456789ab").decode()
 KEY = base64.b64decode(SECRET.removeprefix("whsec_"))
+BARE = "bare starlette"
 BARE_APP = """
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -147,38 +151,54 @@ def run_wrk(port: int, script: Path, duration: int, connections: int) -> tuple[f
     return rate, p99
 
 
-def measure(
-    name: str,
-    command: list[str],
-    env: dict[str, str],
-    port: int,
-    args: argparse.Namespace,
-    work: Path,
-) -> None:
-    server = subprocess.Popen(
+@dataclass
+class Target:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    rates: list[float] = field(default_factory=list)
+    p99s: list[float] = field(default_factory=list)
+
+
+def start(name: str, command: list[str], env: dict[str, str], port: int, work: Path) -> Target:
+    process = subprocess.Popen(
         ["taskset", "-c", "0", *command],
         env=env,
         cwd=work,
         stdout=subprocess.DEVNULL,
         stderr=open(work / f"{name}.log", "w"),
     )
-    try:
-        wait_listening(port)
-        rates, p99s = [], []
-        for _ in range(args.runs):
-            script = work / "requests.lua"
-            lua_script(script, int(args.requests))
-            rate, p99 = run_wrk(port, script, args.duration, args.connections)
-            rates.append(rate)
-            p99s.append(p99)
-            print(f"  {name}: {rate:,.0f} req/s, p99 {p99:.1f} ms")
+    return Target(name, port, process)
+
+
+def measure(targets: list[Target], args: argparse.Namespace, work: Path) -> None:
+    """Rounds of one run per target, back to back, so each round's figures share the
+    machine's state of the moment (its speed drifts by a third over an hour)."""
+    for target in targets:
+        wait_listening(target.port)
+    for round_number in range(1, args.runs + 1):
+        script = work / "requests.lua"
+        lua_script(script, int(args.requests))  # fresh timestamps, new ids
+        line = []
+        for target in targets:
+            rate, p99 = run_wrk(target.port, script, args.duration, args.connections)
+            target.rates.append(rate)
+            target.p99s.append(p99)
+            line.append(f"{target.name} {rate:,.0f}/s p99 {p99:.1f} ms")
+        print(f"round {round_number}: " + " | ".join(line), flush=True)
+    for target in targets:
         print(
-            f"{name}: median {statistics.median(rates):,.0f} req/s, "
-            f"median p99 {statistics.median(p99s):.1f} ms"
+            f"{target.name}: median {statistics.median(target.rates):,.0f} req/s, "
+            f"median p99 {statistics.median(target.p99s):.1f} ms"
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    bare = next((target for target in targets if target.name == BARE), None)
+    if bare is not None:
+        for target in targets:
+            if target is not bare:
+                ratios = [
+                    mine / theirs for mine, theirs in zip(target.rates, bare.rates, strict=True)
+                ]
+                print(f"{target.name} / {BARE}: median {statistics.median(ratios):.0%} per round")
 
 
 def postgres_url() -> str | None:
@@ -199,7 +219,8 @@ def main() -> None:
         help="serve --no-workers: measure ingest without the applier beside it",
     )
     parser.add_argument("--skip-bare", action="store_true", help="skip the bare endpoint")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--runs", type=int, default=5, help="rounds (one run per target each)")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
@@ -213,30 +234,32 @@ def main() -> None:
         sys.exit("needs wrk (apt-get install -y wrk)")
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
 
-    bare_port = free_port()
-    (work / "bare_app.py").write_text(BARE_APP)
+    targets = []
     if not args.skip_bare:
-        measure(
-            "bare starlette endpoint",
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "bare_app:app",
-                "--port",
-                str(bare_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            {**os.environ, "PYTHONPATH": str(work)},
-            bare_port,
-            args,
-            work,
+        bare_port = free_port()
+        (work / "bare_app.py").write_text(BARE_APP)
+        targets.append(
+            start(
+                BARE,
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "bare_app:app",
+                    "--port",
+                    str(bare_port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                {**os.environ, "PYTHONPATH": str(work)},
+                bare_port,
+                work,
+            )
         )
 
     engines = [("sqlite", f"sqlite+aiosqlite:///{work}/ingest.db")]
-    pg = postgres_url()
+    pg = postgres_url() if not args.sqlite_only else None
     if pg:
         import asyncio
 
@@ -264,27 +287,34 @@ def main() -> None:
             "API_KEYS": "bench",
             "LOG_LEVEL": "WARNING",
         }
-        measure(
-            f"ingest on {engine}",
-            [
-                PYTHON,
-                "-m",
-                "service",
-                "serve",
-                "--simulator",
-                "--migrate",
-                *(["--no-workers"] if args.no_workers else []),
-                "--port",
-                str(port),
-            ],
-            env,
-            port,
-            args,
-            work,
+        targets.append(
+            start(
+                f"ingest on {engine}",
+                [
+                    PYTHON,
+                    "-m",
+                    "service",
+                    "serve",
+                    "--simulator",
+                    "--migrate",
+                    *(["--no-workers"] if args.no_workers else []),
+                    "--port",
+                    str(port),
+                ],
+                env,
+                port,
+                work,
+            )
         )
-    if pg:
-        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        measure(targets, args, work)
+    finally:
+        for target in targets:
+            target.process.terminate()
+            target.process.wait(timeout=30)
+        if pg:
+            asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
