@@ -164,12 +164,9 @@ class SqliteInboxStore:
     """One sqlite3 connection, used only from the store's one thread."""
 
     max_in_flight = 1  # SQLite has one writer at a time anyway
-    # Rows stored between checkpoints. Each row dirties about one page of the webhook-id
-    # index (the ids are random), and a checkpoint copies each dirty page once however
-    # often it changed since the last one: spaced 8,000 rows apart they copy about half
-    # as many pages per row as at SQLite's usual 1,000 pages, at the price of a WAL of
-    # some tens of MB (`wal_limit_bytes` still bounds it).
-    checkpoint_rows = 8000
+    # Rows stored between checkpoints: a batch dirties about a page per row (the webhook-id
+    # index is random), so this keeps the WAL near SQLite's default of 1,000 pages.
+    checkpoint_rows = 1000
     # The WAL size past which the writer checkpoints between batches so it starts over;
     # also the size a restarted WAL file is truncated back to.
     wal_limit_bytes = 64 * 1024 * 1024
