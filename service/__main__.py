@@ -146,6 +146,9 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers
         lifespan="on",
         server_header=False,
         http=HttpProtocol,
+        # X-Forwarded-* only from the proxies named (uvicorn would believe any local peer).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
@@ -91,6 +92,12 @@ class Settings(BaseSettings):
     )
     inbound_webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), description="Comma-separated whsec_ secrets for POST /webhooks/novita."
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto headers are believed, or `*` for any. Empty: "
+        "those headers are ignored, whoever sends them.",
     )
     inbound_webhook_tolerance: int = Field(
         default=300,
@@ -283,10 +290,21 @@ class Settings(BaseSettings):
         default=15, gt=0, le=3600, description="Seconds between policy worker passes."
     )
 
-    @field_validator("api_keys", "inbound_webhook_secrets", mode="before")
+    @field_validator("api_keys", "inbound_webhook_secrets", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

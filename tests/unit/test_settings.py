@@ -26,6 +26,12 @@ def test_defaults_and_csv_lists() -> None:
     assert settings.api_key_values() == ("k1", "k2")
     assert len(settings.inbound_webhook_secrets) == 2
     assert settings.max_retry_attempts == 3 and settings.rate_limit_per_minute == 100
+    assert settings.trusted_proxies == ()  # X-Forwarded-* believed from nobody by default
+
+
+def test_trusted_proxies_take_addresses_networks_or_any() -> None:
+    settings = load_settings(trusted_proxies="10.0.0.7, 172.16.0.0/12,::1,*")
+    assert settings.trusted_proxies == ("10.0.0.7", "172.16.0.0/12", "::1", "*")
 
 
 def test_repr_hides_every_secret() -> None:
@@ -68,6 +74,7 @@ def test_env_file_is_read(tmp_path: object) -> None:
         ("LOG_LEVEL", "loud", "LOG_LEVEL"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ("STARTUP_TIMEOUT", "soon", "STARTUP_TIMEOUT"),
+        ("TRUSTED_PROXIES", "10.0.0.1,proxy.local", "TRUSTED_PROXIES 'proxy.local' is not an IP"),
     ],
 )
 def test_bad_value_names_the_variable_and_exits_2(
