@@ -43,11 +43,9 @@ from service.db import inbox, webhook_tallies
 from service.db.dedicated_connections import DedicatedConnections
 from service.db.engine import Database
 from service.db.inbox import InboxInsert, InboxRecord
-from service.db.models import inbound_webhooks
 
 log = structlog.get_logger(__name__)
 _SQLITE = sqlite_dialect.dialect()
-_TIME = inbound_webhooks.c.received_at.type.bind_processor(_SQLITE)
 
 
 class InboxStore(Protocol):
@@ -189,9 +187,7 @@ class SqliteInboxStore:
         self._checkpointing: asyncio.Future[None] | None = None
         self._rows_since_checkpoint = 0
         self._insert = InboxInsert(_SQLITE)
-        self._tally_sql = str(
-            webhook_tallies.increment_statement("sqlite").compile(dialect=_SQLITE)
-        )
+        self._tally = webhook_tallies.DriverIncrement(_SQLITE)
         self.checkpoints = 0
 
     async def store(
@@ -269,10 +265,9 @@ class SqliteInboxStore:
                 connection.executemany(self._insert.sql, self._insert.rows(new, now))
             counted = duplicates + len(existing)
             if counted:
-                minute = webhook_tallies.minute_of(now)
-                minute_stamp = _TIME(minute) if _TIME is not None else minute
                 connection.execute(
-                    self._tally_sql, (minute_stamp, webhook_tallies.DUPLICATE, counted)
+                    self._tally.sql,
+                    self._tally.params(webhook_tallies.DUPLICATE, now=now, by=counted),
                 )
             connection.execute("COMMIT")
         except BaseException:

@@ -8,9 +8,11 @@ The reliability report reads them back per outcome.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
@@ -34,6 +36,22 @@ def increment_statement(dialect_name: str) -> Insert:
         index_elements=["minute", "outcome"],
         set_={"count": webhook_tallies.c.count + statement.excluded.count},
     )
+
+
+class DriverIncrement:
+    """`increment_statement` compiled for one dialect, with its parameters as the driver
+    takes them, for a store that runs its SQL on a connection of its own. The minute goes
+    through its column type's bind processor, so the row reads back as SQLAlchemy's."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.sql = str(increment_statement(dialect.name).compile(dialect=dialect))
+        self._process_minute = webhook_tallies.c.minute.type.bind_processor(dialect)
+
+    def params(self, outcome: str, *, now: datetime, by: int) -> tuple[Any, str, int]:
+        """The driver's parameters, in the compiled statement's order (minute, outcome, by)."""
+        minute = minute_of(now)
+        stamp = self._process_minute(minute) if self._process_minute is not None else minute
+        return (stamp, outcome, by)
 
 
 async def increment(conn: AsyncConnection, outcome: str, *, now: datetime, by: int = 1) -> None:
