@@ -47,6 +47,7 @@ from novita_lifecycle_client.models import (
     Notification,
     NotificationAttempt,
     NotificationDetail,
+    StreamEvent,
 )
 from novita_lifecycle_client.webhooks import (
     InvalidSignatureError,
@@ -86,6 +87,7 @@ __all__ = [
     "ServerError",
     "ServiceAPIError",
     "StaleTimestampError",
+    "StreamEvent",
     "TerminalStatusError",
     "TransportError",
     "UnavailableError",

@@ -42,11 +42,14 @@ from novita_lifecycle_client.models import (
     InstanceEvent,
     Notification,
     NotificationDetail,
+    StreamEvent,
 )
+from novita_lifecycle_client.sse import messages
 
 __all__ = ["LifecycleClient", "Page"]
 
 USER_AGENT = "novita-lifecycle-client/0.1"
+STREAM_EVENT_TYPE = "instance-event"
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -269,6 +272,69 @@ class LifecycleClient:
             if not answer.get("nextCursor"):
                 return
             cursor = answer["nextCursor"]
+
+    async def watch(
+        self,
+        *,
+        instance: str | Iterable[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        status: str | Iterable[str] | None = None,
+        last_event_id: str | None = None,
+        idle_timeout: float = 60.0,
+        backoff: Backoff | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Instance events as they happen (`GET /api/events`), forever.
+
+        Filters: `instance` (ids), `labels` (all must match), `status` (the status moved
+        to). Give `last_event_id` (an event's `id`) to start after that event; otherwise
+        the stream starts now. When the connection drops, ends, or stays silent longer
+        than `idle_timeout` (the service sends heartbeats), it reconnects with the last
+        id received, after a growing, jittered delay (`backoff`, reset by each event), so
+        no event is missed or repeated. 503/429 answers wait for their `Retry-After`;
+        other error answers (401, 422 naming a bad filter) are raised.
+        """
+        params: QueryParams = []
+        if instance is not None:
+            ids = [instance] if isinstance(instance, str) else [*instance]
+            params.extend(("instance", value) for value in ids)
+        params.extend(("label", f"{key}:{value}") for key, value in (labels or {}).items())
+        if status is not None:
+            params.append(("status", status if isinstance(status, str) else ",".join(status)))
+        schedule = backoff or self.backoff
+        url = URL(self.base_url + "/api/events", encoded=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=idle_timeout)
+        attempt = 0
+        while True:
+            headers = {**self._headers, "Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            retry_after: float | None = None
+            try:
+                async with self._http().get(
+                    url, params=params, headers=headers, timeout=timeout
+                ) as response:
+                    if response.status >= 400:
+                        error = error_from_response(
+                            response.status, await response.read(), response.headers
+                        )
+                        if not isinstance(error, UnavailableError | RateLimitedError):
+                            raise error
+                        retry_after = error.retry_after
+                    else:
+                        async for message in messages(response.content):
+                            if message.event != STREAM_EVENT_TYPE:
+                                continue
+                            event = cast(StreamEvent, json.loads(message.data))
+                            last_event_id = message.id or event["id"]
+                            attempt = 0
+                            yield event
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # the connection dropped or went silent: reconnect below
+            delay = schedule.delay(attempt)
+            attempt += 1
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            await self._sleep(delay)
 
     async def _action(self, method: str, instance_id: str, suffix: str = "") -> Instance:
         path = f"/api/instances/{_segment(instance_id)}{suffix}"

@@ -77,6 +77,14 @@ class InstanceEvent(TypedDict):
     detail: Any
 
 
+class StreamEvent(InstanceEvent):
+    """One event of `GET /api/events`: the instance event, its id in the whole history
+    (what `Last-Event-ID` resumes from) and its instance."""
+
+    id: str
+    instanceId: str
+
+
 class Notification(TypedDict, total=False):
     id: str
     instanceId: str

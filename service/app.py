@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from service.api.auth import ApiKeyMiddleware
 from service.api.edge import EdgeMiddleware
 from service.api.errors import EXCEPTION_HANDLERS
+from service.api.event_stream import ROUTES as event_routes
 from service.api.health import health
 from service.api.hot_routes import HotRoutes
 from service.api.instances import ROUTES as instance_routes
@@ -27,6 +28,7 @@ from service.api.notifications import ROUTES as notification_routes
 from service.api.openapi import openapi
 from service.api.reports import ROUTES as report_routes
 from service.api.webhooks import ROUTES as webhook_routes
+from service.event_hub import EventHub
 from service.metrics import HttpMetrics, ServiceCollector
 from service.resources import Resources, open_resources
 from service.settings import Settings
@@ -55,6 +57,9 @@ def create_app(
             workers = WorkerGroup(build_worker_loops(live) if run_workers else [])
             collector = ServiceCollector(live, workers)
             registry.register(collector)
+            event_hub = EventHub(
+                live.database, poll_interval=settings.event_stream_poll_interval
+            )
             workers.start()
             try:
                 yield {
@@ -62,8 +67,10 @@ def create_app(
                     "workers": workers,
                     "metrics_registry": registry,
                     "metrics_collector": collector,
+                    "event_hub": event_hub,
                 }
             finally:
+                await event_hub.close()
                 await workers.stop()
                 registry.unregister(collector)
 
@@ -76,7 +83,7 @@ def create_app(
         *webhook_routes,
         Mount(
             "/api",
-            routes=[*instance_routes, *notification_routes, *report_routes],
+            routes=[*instance_routes, *notification_routes, *report_routes, *event_routes],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
     ]

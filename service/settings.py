@@ -290,6 +290,38 @@ class Settings(BaseSettings):
         default=15, gt=0, le=3600, description="Seconds between policy worker passes."
     )
 
+    # The event stream (GET /api/events) and the dashboard
+    event_stream_poll_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Seconds between reads of new instance events while a stream is open.",
+    )
+    event_stream_buffer: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Events a stream may hold for a slow client; past that the client is "
+        "disconnected (it resumes with Last-Event-ID).",
+    )
+    event_stream_heartbeat: float = Field(
+        default=15.0, gt=0, le=300, description="Seconds between heartbeat comments."
+    )
+    event_stream_send_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds a write to a stream client may block before it is disconnected.",
+    )
+    dashboard_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs dashboard session cookies (give every process the same); "
+        "unset: derived from API_KEYS, so changing the keys signs everyone out.",
+    )
+    dashboard_session_minutes: int = Field(
+        default=480, ge=1, le=10080, description="Minutes a dashboard sign-in lasts."
+    )
+
     @field_validator("api_keys", "inbound_webhook_secrets", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -317,7 +349,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("novita_api_key", "webhook_secret", mode="before")
+    @field_validator("novita_api_key", "webhook_secret", "dashboard_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

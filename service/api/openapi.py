@@ -135,6 +135,7 @@ OPERATION_IDS = {
     ("post", "/api/instances/{instance_id}/start"): "startInstance",
     ("post", "/api/instances/{instance_id}/stop"): "stopInstance",
     ("post", "/api/instances/{instance_id}/restart"): "restartInstance",
+    ("get", "/api/events"): "streamEvents",
     ("get", "/api/notifications"): "listNotifications",
     ("get", "/api/notifications/{notification_id}"): "getNotification",
     ("post", "/api/notifications/{notification_id}/redeliver"): "redeliverNotification",
@@ -371,6 +372,38 @@ def build_document() -> dict[str, Any]:
                 {"200": _json("Instance"), **_errors(400, 401, 404, 409, 413, 422)},
                 body=last_used,
                 parameters=instance_id,
+            )
+        },
+        "/api/events": {
+            "get": _operation(
+                "Instance events as Server-Sent Events, resumable with Last-Event-ID",
+                {
+                    "200": {
+                        "description": "An endless `text/event-stream`: each message has "
+                        "`id` (the event's place in the whole history), `event: "
+                        "instance-event` and a JSON `data` line (an Event plus `id` and "
+                        "`instanceId`); comment lines are heartbeats",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 422),
+                },
+                parameters=[
+                    _query("instance", "Only this instance (our id or Novita's); repeatable"),
+                    _query("label", "Only instances with this label, KEY:VALUE; repeatable"),
+                    _query("status", "Only events moving to these statuses, comma-separated"),
+                    _query(
+                        "lastEventId",
+                        "Resume after this event id (for clients that cannot send the "
+                        "Last-Event-ID header)",
+                    ),
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "Resume after this event id (digits)",
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
+                    },
+                ],
             )
         },
         "/api/notifications": {
