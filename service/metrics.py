@@ -89,6 +89,9 @@ class Snapshot:
     outbox_by_status: Mapping[str, int] = field(default_factory=dict)
     oldest_pending_notification_age: float = 0.0
     inbox_backlog: int = 0
+    # Seconds the longest-waiting instance has been in each transitional status.
+    oldest_in_status: Mapping[str, float] = field(default_factory=dict)
+    database_up: bool = True
 
 
 class ServiceCollector(Collector):
@@ -173,6 +176,19 @@ class ServiceCollector(Collector):
         inbox = GaugeMetricFamily("webhooks_inbox_backlog", "Stored webhooks not yet applied.")
         inbox.add_metric([], snapshot.inbox_backlog)
         yield inbox
+        waiting = GaugeMetricFamily(
+            "instances_oldest_in_status_seconds",
+            "Seconds the longest-waiting instance has been in a transitional status.",
+            labels=["status"],
+        )
+        for status, seconds in snapshot.oldest_in_status.items():
+            waiting.add_metric([status], seconds)
+        yield waiting
+        up = GaugeMetricFamily(
+            "database_up", "1 when the database answered this scrape's queries, else 0."
+        )
+        up.add_metric([], 1 if snapshot.database_up else 0)
+        yield up
 
     def _workers(self) -> Iterator[Metric]:
         if self.workers is None:
