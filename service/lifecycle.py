@@ -34,6 +34,16 @@ from service.resources import Resources
 
 log = structlog.get_logger(__name__)
 
+# Novita statuses that show an action took effect (it is at, or on its way to, the target):
+# a repeat whose first answer was lost is told "invalid state change", and these make it a
+# success after all (novita-api.md §0, §5.8).
+CONFIRMING_STATUSES = {
+    "start": frozenset({"toStart", "starting", "pulling", "running"}),
+    "stop": frozenset({"toStop", "stopping", "exited"}),
+    "restart": frozenset({"toRestart", "restarting"}),
+    "delete": frozenset({"toRemove", "removing", "removed"}),
+}
+
 START_FROM = frozenset({Status.STOPPED, Status.INTERRUPTED})
 STOP_FROM = frozenset({Status.RUNNING, Status.READY})
 RESTART_FROM = frozenset({Status.RUNNING, Status.READY})
@@ -63,6 +73,12 @@ class Created:
     status: int
     body: dict[str, Any]
     replayed: bool
+
+
+def _with(detail: dict[str, Any] | None, extra: dict[str, Any] | None) -> dict[str, Any] | None:
+    if extra is None:
+        return detail
+    return {**(detail or {}), **extra}
 
 
 class Lifecycle:
@@ -123,6 +139,7 @@ class Lifecycle:
     ) -> Instance:
         instance = await self._for_action(id_or_novita_id, START_FROM, Status.STARTING)
         assert instance.novita_instance_id is not None
+        confirmed: dict[str, Any] | None = None
         try:
             await self.novita.start_instance(instance.novita_instance_id)
         except NovitaCapacityError as exc:
@@ -143,9 +160,14 @@ class Lifecycle:
                 providerReason=exc.reason,
             ) from None
         except NovitaError as exc:
-            raise await self._translate_action_error(instance, "start", exc) from None
+            confirmed = await self._confirm_or_raise(instance, "start", exc)
         return await self._move(
-            instance, Status.STARTING, kind="start_requested", source=source, reason=reason
+            instance,
+            Status.STARTING,
+            kind="start_requested",
+            source=source,
+            reason=reason,
+            detail=confirmed,
         )
 
     async def stop(
@@ -158,27 +180,31 @@ class Lifecycle:
     ) -> Instance:
         instance = await self._for_action(id_or_novita_id, STOP_FROM, Status.STOPPING)
         assert instance.novita_instance_id is not None
+        confirmed: dict[str, Any] | None = None
         try:
             await self.novita.stop_instance(instance.novita_instance_id)
         except NovitaError as exc:
-            raise await self._translate_action_error(instance, "stop", exc) from None
+            confirmed = await self._confirm_or_raise(instance, "stop", exc)
         return await self._move(
             instance,
             Status.STOPPING,
             kind="stop_requested",
             source=source,
             reason=reason,
-            detail=detail,
+            detail=_with(detail, confirmed),
         )
 
     async def restart(self, id_or_novita_id: str) -> Instance:
         instance = await self._for_action(id_or_novita_id, RESTART_FROM, Status.STARTING)
         assert instance.novita_instance_id is not None
+        confirmed: dict[str, Any] | None = None
         try:
             await self.novita.restart_instance(instance.novita_instance_id)
         except NovitaError as exc:
-            raise await self._translate_action_error(instance, "restart", exc) from None
-        return await self._move(instance, Status.STARTING, kind="restart_requested")
+            confirmed = await self._confirm_or_raise(instance, "restart", exc)
+        return await self._move(
+            instance, Status.STARTING, kind="restart_requested", detail=confirmed
+        )
 
     async def delete(
         self,
@@ -193,20 +219,21 @@ class Lifecycle:
             raise IllegalTransitionError(instance.id, instance.status.value, "deleting")
         if instance.novita_instance_id is None:
             return await self._delete_unsubmitted(instance, source=source)
+        confirmed: dict[str, Any] | None = None
         try:
             await self.novita.delete_instance(instance.novita_instance_id)
         except NovitaNotFoundError:
             # Already gone at Novita: still `deleting` here until the reconciler confirms.
             log.info("instance.delete_already_gone", instance_id=instance.id)
         except NovitaError as exc:
-            raise await self._translate_action_error(instance, "delete", exc) from None
+            confirmed = await self._confirm_or_raise(instance, "delete", exc)
         return await self._move(
             instance,
             Status.DELETING,
             kind="delete_requested",
             source=source,
             reason=reason,
-            detail=detail,
+            detail=_with(detail, confirmed),
         )
 
     async def touch(self, id_or_novita_id: str, at: datetime | None) -> Instance:
@@ -284,25 +311,50 @@ class Lifecycle:
             )
         return result.instance
 
-    async def _translate_action_error(
+    async def _confirm_or_raise(
         self, instance: Instance, action: str, exc: NovitaError
-    ) -> Exception:
+    ) -> dict[str, Any]:
+        """An action Novita refused as "invalid state change" may have worked on an earlier
+        try whose answer was lost: re-read the instance, and if it is at or heading to the
+        action's target, the action stands (the event says how it was confirmed). Any other
+        refusal is raised as the client-facing error."""
         if isinstance(exc, NovitaInvalidStateError):
             provider_status = await self._provider_status(instance)
-            return ProviderStateConflictError(
-                f"Novita refused to {action} the instance in its current state "
-                f"({provider_status or 'unknown'}); its record will catch up shortly",
-                instanceId=instance.id,
-                currentStatus=instance.status.value,
-                providerStatus=provider_status,
-            )
+            if provider_status in CONFIRMING_STATUSES[action]:
+                log.info(
+                    "instance.action_confirmed",
+                    instance_id=instance.id,
+                    action=action,
+                    provider_status=provider_status,
+                )
+                return {"confirmedBy": "provider_read", "providerStatus": provider_status}
+            raise self._conflict(instance, action, provider_status) from None
+        if action == "delete" and isinstance(exc, NovitaNotFoundError):
+            return {"confirmedBy": "not_found"}
+        raise self._translate_other(instance, exc) from None
+
+    def _conflict(
+        self, instance: Instance, action: str, provider_status: str | None
+    ) -> ProviderStateConflictError:
+        return ProviderStateConflictError(
+            f"Novita refused to {action} the instance in its current state "
+            f"({provider_status or 'unknown'}); its record will catch up shortly",
+            instanceId=instance.id,
+            currentStatus=instance.status.value,
+            providerStatus=provider_status,
+        )
+
+    def _translate_other(self, instance: Instance, exc: NovitaError) -> Exception:
         if isinstance(exc, NovitaNotFoundError):
             return InstanceLostError("Novita no longer has this instance", instanceId=instance.id)
         return exc
 
     async def _provider_status(self, instance: Instance) -> str | None:
+        """Novita's status now ("removed" when it has no such instance); None if unknown."""
         assert instance.novita_instance_id is not None
         try:
             return (await self.novita.get_instance(instance.novita_instance_id)).status
+        except NovitaNotFoundError:
+            return "removed"
         except NovitaError:
             return None

@@ -8,7 +8,8 @@ Retry safety, per method (retried = up to `max_attempts` on 5xx, timeout, networ
     method                              retried  why
     list_clusters, list_products        yes      reads
     get_template, list_registry_auths   yes      reads
-    get_instance, list_instances        yes      reads (iter_instances: per page)
+    get_instance, list_instances        yes      reads (iter_instances: per page;
+                                                 find_instances_named: filter, then paging)
     start/stop/restart_instance         yes      repeating is harmless; a repeat whose first
                                                  try landed answers "invalid state change"
                                                  (NovitaInvalidStateError): re-read status
@@ -17,6 +18,17 @@ Retry safety, per method (retried = up to `max_attempts` on 5xx, timeout, networ
     create_instance                     NEVER    an ambiguous create may have made an instance;
                                                  the provisioner looks it up by name first
     migrate_instance                    no       starts a migration job; not safely repeatable
+
+Readings of the API the client finds out or tolerates (novita-api.md §0):
+
+- List page base: `pageNum` 0 or 1 may be the first page. The first listing of a process
+  reads pages 0 and 1 and compares them (the same instances: 0 is an alias of 1, the base
+  is 1; else the base is 0); a refused page 0 also means 1. `page_base` remembers the
+  answer. Every listing dedupes by id and stops once it has `total` instances (never on a
+  short page alone), bounded by the page count `total` implies.
+- Products: parsed one by one; one that does not parse is skipped and logged once.
+- Errors: see `service.novita.errors` (tokens from `reason` or `message`; three not-found
+  forms). Action answers may be `{}`, an empty body or `{instanceId, state}`.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from service.errors import ConfigError
 from service.novita.breaker import CircuitBreaker
 from service.novita.errors import (
     HttpFailure,
+    NovitaBadRequestError,
     NovitaError,
     NovitaNotFoundError,
     NovitaProtocolError,
@@ -100,6 +113,13 @@ class NovitaClient:
         self.retry = retry or RetryPolicy(max_attempts=max_attempts, sleep=sleep)
         self._counters = ClientCounters()
         self._closed = False
+        # Set by the first 2xx answer: the base URL is right, so a bare 404 means not found.
+        self.route_confirmed = False
+        # 0 or 1 once a listing has found out which page number is the first; None before.
+        self.page_base: int | None = None
+        # What the list's `name` filter does: "substring" (documented), "exact", "ignored".
+        self.name_filter: str | None = None
+        self._skipped_products: set[str] = set()
 
     @classmethod
     def from_settings(
@@ -173,7 +193,7 @@ class NovitaClient:
 
     async def list_clusters(self) -> tuple[Cluster, ...]:
         body = await self._call("GET", "/clusters")
-        return _parse_list(Cluster, _field(body, "data", "GET /clusters"), "GET /clusters")
+        return self._parse_each(Cluster, _field(body, "data", "GET /clusters"), "GET /clusters")
 
     async def list_products(
         self,
@@ -195,7 +215,7 @@ class NovitaClient:
             "billingMethod": billing_method,
         }
         body = await self._call("GET", "/products", params=params)
-        return _parse_list(Product, _field(body, "data", "GET /products"), "GET /products")
+        return self._parse_each(Product, _field(body, "data", "GET /products"), "GET /products")
 
     async def get_template(self, template_id: str) -> Template:
         body = await self._call("GET", "/template", params={"templateId": template_id})
@@ -236,12 +256,15 @@ class NovitaClient:
     async def list_instances(
         self,
         page_size: int = DEFAULT_PAGE_SIZE,
-        page_num: int = 1,
+        page_num: int | None = None,
         name: str | None = None,
         product_name: str | None = None,
         status: str | None = None,
     ) -> InstancePage:
-        """One page of instances; `page_num` counts from 1."""
+        """One page of instances; `page_num` is sent as given (see `page_base`), None
+        asks for the first page (finding out the page base first if need be)."""
+        if page_num is None:
+            page_num = await self.discover_page_base(page_size) or 0
         params = {
             "pageSize": page_size,
             "pageNum": page_num,
@@ -256,6 +279,49 @@ class NovitaClient:
         page |= {"page_num": page_num, "page_size": page_size}
         return _parse(InstancePage, page, "GET /gpu/instances")
 
+    async def discover_page_base(self, page_size: int = DEFAULT_PAGE_SIZE) -> int | None:
+        """Find out (once) whether `pageNum` counts from 0 or 1; None if nothing tells yet."""
+        if self.page_base is None:
+            await self._first_pages(page_size, {})
+        return self.page_base
+
+    async def _first_pages(
+        self, page_size: int, filters: Mapping[str, str | None]
+    ) -> list[InstancePage]:
+        """The first page (and, while the base is unknown, page 1 to compare with it)."""
+        if self.page_base is not None:
+            return [await self.list_instances(page_size, self.page_base, **filters)]
+        try:
+            zero = await self.list_instances(page_size, 0, **filters)
+        except NovitaBadRequestError:
+            self._learn_page_base(1, "page 0 refused")
+            return [await self.list_instances(page_size, 1, **filters)]
+        if zero.total is not None and len(zero.instances) >= zero.total:
+            return [zero]  # everything fits on it: whichever the base, nothing else to read
+        one = await self.list_instances(page_size, 1, **filters)
+        ids_zero = [i.id for i in zero.instances]
+        ids_one = [i.id for i in one.instances]
+        if ids_zero and ids_one:
+            shared = len(set(ids_zero) & set(ids_one))
+            # The same page twice (allowing for an instance created between the two reads).
+            if shared * 2 > min(len(ids_zero), len(ids_one)):
+                self._learn_page_base(1, "pages 0 and 1 are the same")
+                return [one]
+            self._learn_page_base(0, "pages 0 and 1 differ")
+            return [zero, one]
+        if ids_zero:
+            self._learn_page_base(0, "page 1 is empty after a full page 0")
+            return [zero, one]
+        if ids_one:
+            self._learn_page_base(1, "page 0 is empty, page 1 is not")
+            return [one]
+        return [zero]  # nothing listed: nothing learnt
+
+    def _learn_page_base(self, base: int, why: str) -> None:
+        if self.page_base != base:
+            log.info("novita.page_base", page_base=base, why=why)
+        self.page_base = base
+
     async def iter_instances(
         self,
         page_size: int = DEFAULT_PAGE_SIZE,
@@ -263,27 +329,61 @@ class NovitaClient:
         product_name: str | None = None,
         status: str | None = None,
     ) -> AsyncIterator[Instance]:
-        """Every matching instance, page by page.
+        """Every matching instance, each once, page by page, whatever the page base.
 
-        Stops on a short or empty page, when `total` is reached, or when a page brings no
-        instance not seen yet (a server ignoring `pageNum` would otherwise loop forever).
-        Instances shifting between pages while listing are yielded once.
+        Stops when `total` distinct instances have been seen, on an empty page, after the
+        number of pages `total` implies (plus one, for instances shifting meanwhile), or,
+        when Novita gives no `total`, on a short page or one with nothing new.
         """
+        filters = {"name": name, "product_name": product_name, "status": status}
         seen: set[str] = set()
-        page_num = 1
+        pages = await self._first_pages(page_size, filters)
+        assert self.page_base is not None or len(pages) == 1
+        read = 0
         while True:
-            page = await self.list_instances(page_size, page_num, name, product_name, status)
-            fresh = [i for i in page.instances if i.id not in seen]
-            for instance in fresh:
-                seen.add(instance.id)
-                yield instance
-            if (
-                len(page.instances) < page_size
-                or not fresh
-                or (page.total is not None and page_num * page_size >= page.total)
-            ):
-                return
-            page_num += 1
+            for page in pages:
+                read += 1
+                fresh = [i for i in page.instances if i.id not in seen]
+                for instance in fresh:
+                    seen.add(instance.id)
+                    yield instance
+                if _last_page(page, fresh, len(seen), read, page_size):
+                    return
+            if self.page_base is None:
+                return  # the first pages were empty
+            pages = [await self.list_instances(page_size, self.page_base + read, **filters)]
+
+    async def find_instances_named(
+        self, name: str, match: Callable[[Instance], bool], page_size: int = DEFAULT_PAGE_SIZE
+    ) -> list[Instance]:
+        """Instances `match` accepts, looked up through the list's `name` filter.
+
+        The filter is documented as a substring match; should it match exactly (or not at
+        all), an empty answer proves nothing, so every instance is then paged through and
+        matched here. What the filter does is learnt from its answers (`name_filter`):
+        once it is known to match substrings (or to be ignored), no fallback is needed.
+        """
+        needle = name.lower()
+        if self.name_filter != "exact":
+            found: list[Instance] = []
+            async for item in self.iter_instances(page_size, name=name):
+                if needle not in item.name.lower():
+                    self._learn_name_filter("ignored")
+                elif item.name.lower() != needle:
+                    self._learn_name_filter("substring")
+                if match(item):
+                    found.append(item)
+            if found or self.name_filter in ("substring", "ignored"):
+                return found
+        found = [i async for i in self.iter_instances(page_size) if match(i)]
+        if any(needle in i.name.lower() and i.name.lower() != needle for i in found):
+            self._learn_name_filter("exact")
+        return found
+
+    def _learn_name_filter(self, behaviour: str) -> None:
+        if self.name_filter != behaviour:
+            log.info("novita.name_filter", behaviour=behaviour)
+        self.name_filter = behaviour
 
     async def start_instance(self, instance_id: str) -> None:
         await self._call("POST", "/gpu/instance/start", json_body={"instanceId": instance_id})
@@ -395,12 +495,41 @@ class NovitaClient:
         )
         if not 200 <= status < 300:
             raise self._translate(HttpFailure(status, response_headers, raw), endpoint)
+        self.route_confirmed = True
         return _decode_json(raw, endpoint)
 
     def _translate(self, failure: HttpFailure | BaseException, endpoint: str) -> NovitaError:
         return translate(
-            failure, endpoint=endpoint, secrets=(self._api_key,), now=self._clock.now()
+            failure,
+            endpoint=endpoint,
+            secrets=(self._api_key,),
+            now=self._clock.now(),
+            route_confirmed=self.route_confirmed,
         )
+
+    def _parse_each(self, model: type[M], raw: Any, endpoint: str) -> tuple[M, ...]:
+        """Parse a list item by item: one item that does not parse is skipped (and logged
+        once per process), never the whole list."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise _unexpected(endpoint)
+        parsed: list[M] = []
+        for index, item in enumerate(raw):
+            try:
+                parsed.append(model.model_validate(item))
+            except ValidationError as exc:
+                item_id = item.get("id") if isinstance(item, Mapping) else None
+                key = f"{endpoint} {item_id if isinstance(item_id, str) else index}"
+                if key not in self._skipped_products:
+                    self._skipped_products.add(key)
+                    log.warning(
+                        "novita.item_skipped",
+                        endpoint=endpoint,
+                        item=key.removeprefix(endpoint + " "),
+                        error=_invalid(exc, endpoint).message,
+                    )
+        return tuple(parsed)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -410,6 +539,17 @@ class NovitaClient:
             connector = aiohttp.TCPConnector(limit=self._connection_limit, keepalive_timeout=30.0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
+
+
+def _last_page(
+    page: InstancePage, fresh: list[Instance], seen: int, read: int, page_size: int
+) -> bool:
+    if not page.instances:
+        return True
+    if page.total is not None:
+        pages_total = -(-page.total // page_size)
+        return seen >= page.total or read > pages_total
+    return len(page.instances) < page_size or not fresh
 
 
 def _decode_json(raw: bytes, endpoint: str) -> Any:

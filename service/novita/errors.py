@@ -4,10 +4,13 @@
     └── NovitaError                     status, reason, message, metadata, endpoint, retry_after
         ├── NovitaAuthenticationError   401: the API key is missing or wrong
         ├── NovitaForbiddenError        403
-        ├── NovitaNotFoundError         404 with a Novita error body; 400 with a not-found reason
+        ├── NovitaNotFoundError         400 with a not-found reason; 404 with a JSON body; 404
+        │                               with a plain-text body once the base URL is confirmed
         ├── NovitaCapacityError         INSUFFICIENT_RESOURCE, MIGRATE_INSUFFICIENT_RESOURCE
         ├── NovitaInvalidStateError     409; 400 "invalid state change" or reason CONFLICT
         ├── NovitaBadRequestError       any other 4xx (validation, quota, balance, image...)
+        │   └── NovitaCudaIncompatibleError  CUDA_VERSION_INCOMPATIBLE: this product, not the
+        │                                    request: a create tries the next candidate
         ├── NovitaRateLimitedError      429; `retry_after` from the Retry-After header
         ├── NovitaProtocolError         an answer this client cannot understand
         └── NovitaUnavailableError      Novita cannot be reached or does not work right now
@@ -21,8 +24,12 @@ Decisions:
   `INSTANCE_NOT_FOUND`, `TEMPLATE_NOT_FOUND`, `JOB_NOT_FOUND`). A missing *referenced* resource
   in a create (`IMAGE_NOT_FOUND`, `NETWORK_STORAGE_NOT_FOUND`, ...) is a bad request: callers
   read "not found" on an instance as "deleted", and a bad image must never mean that.
-- A 404 without a JSON error body is a wrong route (bad base URL, proxy), not a missing
-  instance, so it is a protocol error: otherwise a misconfiguration would "delete" everything.
+- The error token is read from `reason`, or, when a body has none, from the first
+  UPPER_SNAKE word of `message` that this module knows ("INSUFFICIENT_RESOURCE: ...").
+- A 404 with a plain-text body (a gateway's "404 page not found") is ambiguous: a missing
+  instance, or a wrong route (bad base URL, proxy). Until this client has had one 2xx answer
+  from the base URL (`route_confirmed`) it is a protocol error, so a misconfiguration can
+  never "delete" everything; after that the route is known good and it means not found.
 - `retryable` marks errors worth another attempt of an idempotent call; `availability_failure`
   marks those the circuit breaker counts. 429 is neither an availability failure nor a success:
   Novita answered, and the limiter's pause handles it.
@@ -49,6 +56,29 @@ NOT_FOUND_REASONS = frozenset(
 CAPACITY_REASONS = frozenset({"INSUFFICIENT_RESOURCE", "MIGRATE_INSUFFICIENT_RESOURCE"})
 INVALID_STATE_REASONS = frozenset({"CONFLICT"})
 INVALID_STATE_MESSAGE = "invalid state change"
+CUDA_INCOMPATIBLE_REASON = "CUDA_VERSION_INCOMPATIBLE"
+# Tokens looked for in `message` when a body carries no `reason` (novita-api.md §0, §7).
+KNOWN_REASONS = (
+    NOT_FOUND_REASONS
+    | CAPACITY_REASONS
+    | INVALID_STATE_REASONS
+    | frozenset(
+        {
+            CUDA_INCOMPATIBLE_REASON,
+            "UNAUTHORIZED",
+            "FORBIDDEN",
+            "RATE_LIMIT_EXCEEDED",
+            "VALIDATOR_PARAM",
+            "CREATE_GPU_NUM_LIMIT",
+            "CREATE_INSTANCE_LIMIT",
+            "BALANCE_NOT_ENOUGH",
+            "UNSUPPORTED_BILLING_MODE",
+            "IMAGE_NOT_FOUND",
+            "NETWORK_STORAGE_NOT_FOUND",
+        }
+    )
+)
+_TOKEN = re.compile(r"\b[A-Z][A-Z0-9_]{2,}\b")
 _MAX_TEXT = 500
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
 
@@ -115,6 +145,12 @@ class NovitaBadRequestError(NovitaError):
     """Novita rejected the request."""
 
     code = "NOVITA_BAD_REQUEST"
+
+
+class NovitaCudaIncompatibleError(NovitaBadRequestError):
+    """The product's CUDA is older than the image needs: another product may do."""
+
+    code = "NOVITA_CUDA_INCOMPATIBLE"
 
 
 class NovitaRateLimitedError(NovitaError):
@@ -219,10 +255,23 @@ def _decode_body(body: bytes) -> tuple[Mapping[str, Any] | None, str]:
         return None, text
     if isinstance(parsed, dict) and ("reason" in parsed or "message" in parsed):
         return parsed, text
+    if isinstance(parsed, dict) and ("msg" in parsed or "error" in parsed):
+        message = parsed.get("msg") or parsed.get("error")
+        return {**parsed, "message": message if isinstance(message, str) else str(message)}, text
     return None, text
 
 
-def _classify(status: int, reason: str | None, message: str, has_body: bool) -> type[NovitaError]:
+def reason_of(reason: Any, message: str) -> str | None:
+    """The error token: `reason` if given, else a known token named in `message`."""
+    if reason is not None and str(reason).strip():
+        return str(reason).strip()
+    tokens: list[str] = _TOKEN.findall(message)
+    return next((token for token in tokens if token in KNOWN_REASONS), None)
+
+
+def _classify(
+    status: int, reason: str | None, message: str, has_body: bool, route_confirmed: bool = False
+) -> type[NovitaError]:
     upper_reason = (reason or "").upper()
     if status == 401:
         return NovitaAuthenticationError
@@ -233,10 +282,12 @@ def _classify(status: int, reason: str | None, message: str, has_body: bool) -> 
     if status >= 500:
         return NovitaServerError
     if status == 404:
-        return NovitaNotFoundError if has_body else NovitaProtocolError
+        return NovitaNotFoundError if has_body or route_confirmed else NovitaProtocolError
     if 400 <= status < 500:
         if upper_reason in CAPACITY_REASONS:
             return NovitaCapacityError
+        if upper_reason == CUDA_INCOMPATIBLE_REASON:
+            return NovitaCudaIncompatibleError
         if upper_reason in NOT_FOUND_REASONS:
             return NovitaNotFoundError
         if (
@@ -250,14 +301,20 @@ def _classify(status: int, reason: str | None, message: str, has_body: bool) -> 
 
 
 def _from_response(
-    failure: HttpFailure, endpoint: str, secrets: Sequence[str], now: datetime | None
+    failure: HttpFailure,
+    endpoint: str,
+    secrets: Sequence[str],
+    now: datetime | None,
+    route_confirmed: bool,
 ) -> NovitaError:
     parsed, text = _decode_body(failure.body)
-    reason = str(parsed["reason"]) if parsed and parsed.get("reason") else None
     message = str(parsed.get("message") or "") if parsed else text[:_MAX_TEXT]
+    reason = reason_of(parsed.get("reason") if parsed else None, message)
     raw_metadata = parsed.get("metadata") if parsed else None
     metadata = raw_metadata if isinstance(raw_metadata, Mapping) else {}
-    error_class = _classify(failure.status, reason, message, parsed is not None)
+    error_class = _classify(
+        failure.status, reason, message, parsed is not None, route_confirmed
+    )
     headers = {k.lower(): v for k, v in failure.headers.items()}
     retry_after = (
         parse_retry_after(headers.get("retry-after"), now)
@@ -295,12 +352,14 @@ def translate(
     endpoint: str,
     secrets: Sequence[str] = (),
     now: datetime | None = None,
+    route_confirmed: bool = False,
 ) -> NovitaError:
     """Turn a non-2xx answer or a transport exception into the matching `NovitaError`.
 
     Transport exceptions are aiohttp's `ClientError`s, `TimeoutError` and `OSError`; the
     client catches exactly those and passes them here. `now` resolves HTTP-date Retry-After.
+    `route_confirmed`: the base URL has answered 2xx before, so a bare 404 means not found.
     """
     if isinstance(failure, HttpFailure):
-        return _from_response(failure, endpoint, secrets, now)
+        return _from_response(failure, endpoint, secrets, now, route_confirmed)
     return _from_exception(failure, endpoint, secrets)

@@ -146,6 +146,10 @@ class Cluster(NovitaModel):
         return _to_tuple(value)
 
 
+# Keys of a region given as an object, e.g. {"id": "as-sgp-2", "name": "AS-SGP-02"}.
+_REGION_KEYS = ("id", "Id", "clusterId", "code", "name", "clusterName", "region")
+
+
 class MonthlyPrice(NovitaModel):
     month: int
     price: Price = None
@@ -170,18 +174,51 @@ class Product(NovitaModel):
     inventory_state: OptStr = None
     available_gpu_number: OptInt = None
 
-    @field_validator("regions", "monthly_prices", "billing_methods", mode="before")
+    @field_validator("monthly_prices", "billing_methods", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return _to_tuple(value)
 
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _region_names(cls, value: Any) -> Any:
+        """Regions arrive as display names, bare codes, cluster ids or objects
+        (novita-api.md §0, §5.2): every string an item carries is kept."""
+        value = _to_tuple(value)
+        if isinstance(value, str):
+            value = (value,)
+        names: list[str] = []
+        for item in value:
+            if isinstance(item, Mapping):
+                names += [
+                    str(v).strip()
+                    for key in _REGION_KEYS
+                    if (v := item.get(key)) is not None and str(v).strip()
+                ]
+            elif isinstance(item, str | int) and not isinstance(item, bool):
+                if str(item).strip():
+                    names.append(str(item).strip())
+            else:
+                raise ValueError("a region must be a string or an object")
+        return tuple(dict.fromkeys(names))
+
     @property
     def region_codes(self) -> tuple[str, ...]:
-        """Cluster codes from display names: "AS-SGP-02 (Singapore)" → "AS-SGP-02".
+        """Region codes, display names reduced: "AS-SGP-02 (Singapore)" → "AS-SGP-02".
 
         Empty means the product is offered in every cluster.
         """
-        return tuple(region.split(" (", 1)[0].strip() for region in self.regions)
+        return tuple(dict.fromkeys(region.split(" (", 1)[0].strip() for region in self.regions))
+
+    def offered_in(self, cluster: Cluster) -> bool:
+        """Whether one of the product's regions names this cluster (by code, id or display
+        name, any case); a product listing no region is offered everywhere."""
+        if not self.regions:
+            return True
+        names = {
+            n.strip().upper() for n in (cluster.id, cluster.name, cluster.region or "") if n
+        }
+        return any(r.upper() in names for r in (*self.regions, *self.region_codes))
 
     def offers(self, billing_mode: str) -> bool:
         # An empty billingMethods list is taken as "on-demand only", Novita's default mode.

@@ -6,9 +6,14 @@ then the request's own list (or the default priority), then every other region N
 offers; within a region the cheapest price for the billing mode comes first. A product
 without a (non-zero) price for the mode never wins: it is not a candidate at all.
 
-Product `regions` are display names ("AS-SGP-02 (Singapore)"); clusters are named by the
-region code and carry the id that create takes as `clusterId`. An empty `regions` list
-means every cluster. Regions a request names may be codes or cluster ids, in any case.
+Product `regions` may be display names ("AS-SGP-02 (Singapore)"), bare codes, cluster ids
+or objects (novita-api.md §0): `Product.offered_in` matches any of them against a cluster,
+which is named by the region code and carries the id that create takes as `clusterId`. An
+empty `regions` list means every cluster. Regions a request names may be codes or cluster
+ids, in any case.
+
+`rank_candidates` is the same walk with its working shown: every (region, product) pair of
+a matching product, in order, each with the reason it would be skipped (None = tried).
 """
 
 from __future__ import annotations
@@ -83,14 +88,7 @@ def rootfs_for(product: Product, requested: int | None) -> int:
 
 def fits(product: Product, request: SelectionRequest) -> bool:
     """Deployable now, and the request's size is within the product's limits."""
-    if not product.available_deploy:
-        return False
-    rootfs = rootfs_for(product, request.rootfs_size)
-    if product.min_rootfs is not None and rootfs < product.min_rootfs:
-        return False
-    if product.max_rootfs is not None and rootfs > product.max_rootfs:
-        return False
-    return product.available_gpu_number is None or request.gpu_num <= product.available_gpu_number
+    return unfit_reason(product, request) in (None, NO_PRICE)
 
 
 def region_order(
@@ -117,9 +115,91 @@ def region_order(
     return order
 
 
-def _offered_in(product: Product, region: str) -> bool:
-    codes = {_norm(code) for code in product.region_codes}
-    return not codes or _norm(region) in codes
+# Why a (region, product) pair of a matching product is not tried (`Ranked.skipped`).
+NOT_DEPLOYABLE = "not_deployable"
+ROOTFS_OUT_OF_RANGE = "rootfs_out_of_range"
+GPU_NUM_UNAVAILABLE = "gpu_num_unavailable"
+NO_PRICE = "no_price_for_billing_mode"
+NOT_OFFERED_HERE = "not_offered_in_region"
+CAPACITY_BLOCKED = "capacity_recently_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One (region, product) pair of a product that matches the request, in walk order."""
+
+    product: Product
+    region: str
+    cluster_id: str
+    price: Decimal | None
+    rootfs_size: int
+    skipped: str | None  # None: a candidate; else why not (one of the constants above)
+
+    @property
+    def candidate(self) -> Candidate:
+        assert self.skipped is None and self.price is not None
+        return Candidate(self.product, self.region, self.cluster_id, self.price, self.rootfs_size)
+
+
+def unfit_reason(product: Product, request: SelectionRequest) -> str | None:
+    """Why the product cannot take this request anywhere now; None if it can."""
+    if not product.available_deploy:
+        return NOT_DEPLOYABLE
+    rootfs = rootfs_for(product, request.rootfs_size)
+    if product.min_rootfs is not None and rootfs < product.min_rootfs:
+        return ROOTFS_OUT_OF_RANGE
+    if product.max_rootfs is not None and rootfs > product.max_rootfs:
+        return ROOTFS_OUT_OF_RANGE
+    if product.available_gpu_number is not None and request.gpu_num > product.available_gpu_number:
+        return GPU_NUM_UNAVAILABLE
+    price = product.price_for(request.billing_mode)
+    if price is None or price <= 0:
+        return NO_PRICE
+    return None
+
+
+def rank_candidates(
+    request: SelectionRequest,
+    products: Iterable[Product],
+    clusters: Sequence[Cluster],
+    *,
+    blocked: Collection[Block] = frozenset(),
+    default_priority: Sequence[str] = DEFAULT_REGION_PRIORITY,
+) -> list[Ranked]:
+    """Every region x matching product in the order they would be tried, with skip reasons.
+
+    Within a region: candidates cheapest first, then the skipped ones (by product id).
+    """
+    matching = [p for p in products if matches_request(p, request)]
+    by_name = {c.name: c for c in clusters if c.name}
+    ranked: list[Ranked] = []
+    for region in region_order(
+        clusters, request.preferred_region, request.regions, default_priority
+    ):
+        cluster = by_name[region]
+        here: list[Ranked] = []
+        for product in matching:
+            price = product.price_for(request.billing_mode)
+            reason = unfit_reason(product, request)
+            if reason is None and not product.offered_in(cluster):
+                reason = NOT_OFFERED_HERE
+            if reason is None and (region, product.id) in blocked:
+                reason = CAPACITY_BLOCKED
+            here.append(
+                Ranked(
+                    product=product,
+                    region=region,
+                    cluster_id=cluster.id,
+                    price=price,
+                    rootfs_size=rootfs_for(product, request.rootfs_size),
+                    skipped=reason,
+                )
+            )
+        here.sort(
+            key=lambda r: (r.skipped is not None, r.price or Decimal(0), r.product.id)
+        )
+        ranked += here
+    return ranked
 
 
 def select_candidates(
@@ -131,36 +211,10 @@ def select_candidates(
     default_priority: Sequence[str] = DEFAULT_REGION_PRIORITY,
 ) -> list[Candidate]:
     """Every (region, product) worth a create, in the order to try them."""
-    priced = [
-        (price, product)
-        for product in products
-        if matches_request(product, request)
-        and fits(product, request)
-        and (price := product.price_for(request.billing_mode)) is not None
-        and price > 0
-    ]
-    cluster_ids = {c.name: c.id for c in clusters if c.name}
-    candidates: list[Candidate] = []
-    for region in region_order(
-        clusters, request.preferred_region, request.regions, default_priority
-    ):
-        here = [
-            (price, product)
-            for price, product in priced
-            if _offered_in(product, region) and (region, product.id) not in blocked
-        ]
-        here.sort(key=lambda pair: (pair[0], pair[1].id))
-        candidates += [
-            Candidate(
-                product=product,
-                region=region,
-                cluster_id=cluster_ids[region],
-                price=price,
-                rootfs_size=rootfs_for(product, request.rootfs_size),
-            )
-            for price, product in here
-        ]
-    return candidates
+    ranked = rank_candidates(
+        request, products, clusters, blocked=blocked, default_priority=default_priority
+    )
+    return [r.candidate for r in ranked if r.skipped is None]
 
 
 def any_product_matches(request: SelectionRequest, products: Iterable[Product]) -> bool:

@@ -32,6 +32,8 @@ class AdminRoutes:
             web.get("/state", self.state),
             web.get("/faults", self.get_faults),
             web.put("/faults", self.put_faults),
+            web.get("/readings", self.get_readings),
+            web.put("/readings", self.put_readings),
             web.get("/capacity", self.get_capacity),
             web.put("/capacity", self.put_capacity),
             web.get("/instances/{id}", self.get_instance),
@@ -57,6 +59,7 @@ class AdminRoutes:
                 "requestCount": self.sim.request_count,
                 "requestsByPath": dict(self.sim.requests_by_path),
                 "faults": self.sim.faults.to_json(),
+                "readings": self.sim.readings.to_json(),
                 "push": stats.to_json() if stats is not None else None,
                 "gatewayUrl": self.sim.gateway_url,
             }
@@ -71,6 +74,16 @@ class AdminRoutes:
         except ValueError as exc:
             raise invalid("faults", str(exc)) from None
         return json_response(self.sim.faults.to_json())
+
+    async def get_readings(self, request: web.Request) -> web.Response:
+        return json_response(self.sim.readings.to_json())
+
+    async def put_readings(self, request: web.Request) -> web.Response:
+        try:
+            self.sim.readings.update(await _object(request))
+        except ValueError as exc:
+            raise invalid("readings", str(exc)) from None
+        return json_response(self.sim.readings.to_json())
 
     async def get_capacity(self, request: web.Request) -> web.Response:
         return json_response({"pools": self.sim.state.capacity.snapshot()})

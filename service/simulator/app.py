@@ -43,22 +43,30 @@ def build_app(sim: Simulator) -> web.Application:
     async def v1(request: web.Request, handler: Handler) -> web.StreamResponse:
         sim.request_count += 1
         sim.requests_by_path[request.path[len(V1_PREFIX):] or "/"] += 1
+        readings = sim.readings
         if not authorised(request.headers.get("Authorization", ""), keys):
-            return error_response(401, "UNAUTHORIZED", "invalid or missing API key")
+            return error_response(
+                401, "UNAUTHORIZED", "invalid or missing API key", readings=readings
+            )
         verdict = sim.injector.judge()
         if verdict.hang:
             await sim.wait_stopping(verdict.hang)
-            return error_response(504, "GATEWAY_TIMEOUT", "upstream request timeout")
+            return error_response(
+                504, "GATEWAY_TIMEOUT", "upstream request timeout", readings=readings
+            )
         if verdict.delay:
             await asyncio.sleep(verdict.delay)
         if verdict.status == 429:
             return error_response(
                 429, "RATE_LIMIT_EXCEEDED", "too many requests, please retry later",
-                headers={"Retry-After": str(verdict.retry_after)},
+                headers={"Retry-After": str(verdict.retry_after)}, readings=readings,
             )
         if verdict.status:
-            return error_response(verdict.status, "UNKNOWN", "internal error")
-        return await handler(request)
+            return error_response(verdict.status, "UNKNOWN", "internal error", readings=readings)
+        try:
+            return await handler(request)
+        except SimError as exc:
+            return exc.response(readings)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -175,7 +175,7 @@ PRODUCTS: tuple[Product, ...] = (
     ),
     Product(
         "3090.8c46g.eu", "RTX 3090 24GB", 8, 46, 100, 19000, None, 11000000, ("eu-de-01",),
-        max_rootfs=300, cuda_version="12.2",
+        max_rootfs=300,  # a newer driver than its Asian namesake: CUDA 12.4
     ),
     Product(
         "a100.sxm4.80g", "A100 SXM4 80GB", 16, 120, 400, 139000, 89000, 80000000,

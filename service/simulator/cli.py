@@ -13,6 +13,7 @@ from service.settings import decode_webhook_secret
 from service.simulator.catalogue import catalogue_markdown
 from service.simulator.config import DEFAULT_DWELL, SimulatorConfig
 from service.simulator.faults import Faults
+from service.simulator.readings import CHOICES, Readings
 from service.simulator.simulator import Simulator
 
 
@@ -87,6 +88,24 @@ RATE = click.FloatRange(0.0, 1.0)
 @click.option("--push-drop-rate", default=0.0, type=RATE)
 @click.option("--push-duplicate-rate", default=0.0, type=RATE)
 @click.option("--push-reorder-rate", default=0.0, type=RATE)
+@click.option("--page-base", default="0", show_default=True,
+              type=click.Choice(CHOICES["page_base"]),
+              help="First list page: 0; 1 (0 = the same page); 1-strict (0 refused).")
+@click.option("--not-found", default=None, type=click.Choice(CHOICES["not_found"]),
+              help="How a missing instance or template answers (default 400, or what "
+                   "--not-found-status says).")
+@click.option("--error-reason", default="field", show_default=True,
+              type=click.Choice(CHOICES["error_reason"]),
+              help="Error bodies with a `reason`, or the token only in `message`.")
+@click.option("--regions", "regions_form", default="names", show_default=True,
+              type=click.Choice(CHOICES["regions"]),
+              help="Product regions as display names, codes, cluster ids or objects.")
+@click.option("--action-body", default="state", show_default=True,
+              type=click.Choice(CHOICES["action_body"]),
+              help="Start/stop answers: {instanceId, state}, {} or no body.")
+@click.option("--name-filter", default="substring", show_default=True,
+              type=click.Choice(CHOICES["name_filter"]),
+              help="The instance list's name filter: substring, exact, or ignored.")
 @click.option("--print-catalogue", is_flag=True, help="Print the catalogue as markdown and exit.")
 def simulate(
     host: str, port: int, seed: int, api_keys: tuple[str, ...], latency: float,
@@ -95,7 +114,9 @@ def simulate(
     dwell_scale: float, dwell: dict[str, float], app_startup_delay: float, removed_linger: float,
     not_found_status: str, capacity: int, spot_capacity: int, spot_reclaim_rate: float,
     push_url: str | None, push_secret: str | None, push_drop_rate: float,
-    push_duplicate_rate: float, push_reorder_rate: float, print_catalogue: bool,
+    push_duplicate_rate: float, push_reorder_rate: float, page_base: str, not_found: str | None,
+    error_reason: str, regions_form: str, action_body: str, name_filter: str,
+    print_catalogue: bool,
 ) -> None:
     """Run the Novita GPU API v1 simulator (fake provider) on HOST:PORT."""
     if print_catalogue:
@@ -119,6 +140,14 @@ def simulate(
         push_drop_rate=push_drop_rate,
         push_duplicate_rate=push_duplicate_rate,
         push_reorder_rate=push_reorder_rate,
+        readings=Readings(
+            page_base=page_base,
+            not_found=not_found or ("404-json" if not_found_status == "404" else "400"),
+            error_reason=error_reason,
+            regions=regions_form,
+            action_body=action_body,
+            name_filter=name_filter,
+        ),
     )
     faults = Faults(
         latency=latency,
@@ -146,6 +175,8 @@ async def _run(config: SimulatorConfig, faults: Faults, host: str, port: int) ->
     click.echo(f"Novita simulator: {sim.base_url}")
     click.echo(f"  admin: {sim.admin_url}   gateway: {sim.gateway_url}")
     click.echo("  auth: " + ("configured API keys" if config.api_keys else "any bearer token"))
+    readings = ", ".join(f"{k}={v}" for k, v in sim.readings.to_json().items())
+    click.echo(f"  readings: {readings}")
     try:
         await stop.wait()
     finally:

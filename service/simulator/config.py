@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from service.simulator.readings import Readings
+
 # Seconds spent in each transitional status (and spot status) before the next step.
 # Real timings are unpublished (novita-api.md §6); these keep a demo watchable.
 DEFAULT_DWELL: Mapping[str, float] = MappingProxyType(
@@ -47,7 +49,9 @@ class SimulatorConfig:
     dwell_scale: float = 1.0
     app_startup_delay: float | None = 2.0
     removed_linger: float = 30.0
-    not_found_status: int = 400  # 400 RESOURCE_NOT_FOUND (docs) or 404 (what clients expect)
+    not_found_status: int = 400  # 404: shorthand for readings.not_found = "404-json"
+    # The reading of each ambiguity played at start (and after a reset): see `readings`.
+    readings: Readings = field(default_factory=Readings)
     capacity_on_demand: int = 50  # free slots per product x cluster, on-demand and monthly
     capacity_spot: int = 20  # free slots per product x cluster in the separate spot pool
     push_url: str | None = None
@@ -74,6 +78,12 @@ class SimulatorConfig:
                      "spot_reclaim_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+
+    def initial_readings(self) -> Readings:
+        readings = self.readings.copy()
+        if self.not_found_status == 404 and readings.not_found == "400":
+            readings.not_found = "404-json"
+        return readings
 
     def dwell_for(self, status: str) -> float:
         seconds = self.dwell.get(status, DEFAULT_DWELL.get(status, 0.0))

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service.simulator import wire
+from service.simulator.readings import NOT_FOUND_TEXT, Readings
 
 
 class SimError(Exception):
@@ -19,6 +20,8 @@ class SimError(Exception):
         message: str,
         metadata: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        not_found: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -26,9 +29,17 @@ class SimError(Exception):
         self.message = message
         self.metadata = metadata or {}
         self.headers = headers or {}
+        self.not_found = not_found  # the addressed resource is missing: `not_found` reading
 
-    def response(self) -> web.Response:
-        return error_response(self.status, self.reason, self.message, self.metadata, self.headers)
+    def response(self, readings: Readings | None = None) -> web.Response:
+        status = self.status
+        if self.not_found and readings is not None and readings.not_found != "400":
+            if readings.not_found == "404-text":
+                return web.Response(status=404, text=NOT_FOUND_TEXT, content_type="text/plain")
+            status = 404
+        return error_response(
+            status, self.reason, self.message, self.metadata, self.headers, readings
+        )
 
 
 def error_response(
@@ -37,14 +48,18 @@ def error_response(
     message: str,
     metadata: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    readings: Readings | None = None,
 ) -> web.Response:
-    body: dict[str, Any] = {
-        "code": status,
-        "reason": reason,
-        "message": message,
-        "metadata": metadata or {},
-    }
+    body: dict[str, Any] = {"code": status, "reason": reason, "message": message}
+    if readings is not None and readings.error_reason == "message":
+        body = {"code": status, "message": f"{reason}: {message}"}
+    body["metadata"] = metadata or {}
     return wire.json_response(body, status=status, headers=headers)
+
+
+def not_found(what: str) -> SimError:
+    """The addressed resource does not exist (answered in the `not_found` reading's form)."""
+    return SimError(400, "RESOURCE_NOT_FOUND", f"{what} not found", not_found=True)
 
 
 def invalid(field: str, problem: str) -> SimError:

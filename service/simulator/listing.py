@@ -9,6 +9,7 @@ from service.simulator import catalogue
 from service.simulator.capacity import Capacity
 from service.simulator.errors import invalid
 from service.simulator.machine import SimInstance
+from service.simulator.readings import Readings
 from service.simulator.render import render_list_item
 
 DEFAULT_PAGE_SIZE = 10
@@ -44,7 +45,22 @@ def _inventory(free: int) -> str:
     return "normal" if free < 30 else "high"
 
 
-def products(query: Mapping[str, str], capacity: Capacity) -> list[dict[str, Any]]:
+def _regions(cluster_ids: Iterable[str], form: str) -> list[Any]:
+    """A product's `regions` in the reading's form (novita-api.md §5.2)."""
+    clusters = [c for cid in cluster_ids if (c := catalogue.cluster_by_id(cid)) is not None]
+    if form == "codes":
+        return [c.name for c in clusters]
+    if form == "ids":
+        return [c.id for c in clusters]
+    if form == "objects":
+        return [{"id": c.id, "name": c.name} for c in clusters]
+    return [c.region_display for c in clusters]
+
+
+def products(
+    query: Mapping[str, str], capacity: Capacity, readings: Readings | None = None
+) -> list[dict[str, Any]]:
+    readings = readings or Readings()
     cluster_id = query.get("clusterId", "")
     if len(cluster_id) > 255:
         raise invalid("clusterId", "length must be between 0 and 255")
@@ -81,14 +97,12 @@ def products(query: Mapping[str, str], capacity: Capacity) -> list[dict[str, Any
                 "maxRootFS": p.max_rootfs,
                 "minLocalStorage": 0,
                 "maxLocalStorage": p.max_local_storage,
-                "regions": [
-                    c.region_display
-                    for cid in p.cluster_ids if (c := catalogue.cluster_by_id(cid)) is not None
-                ],
+                "regions": _regions(p.cluster_ids, readings.regions),
                 "price": p.price,
                 "monthlyPrice": p.monthly_prices(),
                 "billingMethods": list(p.billing_methods),
-                "spotPrice": str(p.spot_price) if p.spot_price is not None else "",
+                # A string, as the docs have it; "0" where there is no spot price.
+                "spotPrice": str(p.spot_price) if p.spot_price is not None else "0",
                 "inventoryState": _inventory(free),
                 "availableGpuNumber": p.max_gpus if free > 0 else 0,
             }
@@ -131,16 +145,29 @@ def clusters() -> list[dict[str, Any]]:
     ]
 
 
-def page_bounds(query: Mapping[str, str], default_size: int = DEFAULT_PAGE_SIZE,
-                ) -> tuple[int, int, int]:
-    """(page size, page number as given, offset); pageNum 0 and 1 both mean the first page."""
+def page_bounds(query: Mapping[str, str], readings: Readings | None = None,
+                default_size: int = DEFAULT_PAGE_SIZE) -> tuple[int, int, int]:
+    """(page size, page number as given, offset), counting pages per the `page_base` reading:
+    from 0; from 1 with 0 meaning the first page too; or from 1 with 0 refused."""
+    base = (readings or Readings()).page_base
     size = query_int(query, "pageSize", default=default_size, high=MAX_PAGE_SIZE) or default_size
-    number = query_int(query, "pageNum", default=0)
-    return size, number, max(number - 1, 0) * size
+    first = 0 if base == "0" else 1
+    number = query_int(query, "pageNum", default=first, low=0 if base != "1-strict" else 1)
+    return size, number, max(number - first, 0) * size
 
 
-def instances(query: Mapping[str, str], all_instances: Iterable[SimInstance]) -> dict[str, Any]:
-    size, _, offset = page_bounds(query)
+def _name_matches(wanted: str, name: str, form: str) -> bool:
+    if not wanted or form == "ignored":
+        return True
+    if form == "exact":
+        return wanted == name
+    return wanted.lower() in name.lower()
+
+
+def instances(query: Mapping[str, str], all_instances: Iterable[SimInstance],
+              readings: Readings | None = None) -> dict[str, Any]:
+    readings = readings or Readings()
+    size, _, offset = page_bounds(query, readings)
     name = query.get("name", "")
     product_name = query.get("productName", "")
     status = query.get("status", "")
@@ -151,7 +178,7 @@ def instances(query: Mapping[str, str], all_instances: Iterable[SimInstance]) ->
         raise invalid("status", "length must be between 0 and 63")
     matches = [
         inst for inst in all_instances
-        if (not name or name.lower() in inst.name.lower())
+        if _name_matches(name, inst.name, readings.name_filter)
         and (not product_name or fuzzy(product_name, inst.product_name))
         and (not status or inst.status == status)
     ]
@@ -163,8 +190,8 @@ def instances(query: Mapping[str, str], all_instances: Iterable[SimInstance]) ->
     }
 
 
-def templates(query: Mapping[str, str]) -> dict[str, Any]:
-    size, number, offset = page_bounds(query)
+def templates(query: Mapping[str, str], readings: Readings | None = None) -> dict[str, Any]:
+    size, number, offset = page_bounds(query, readings)
     name = query.get("name", "")
     kind = query.get("type", "")
     channel = query.get("channel", "")

@@ -71,7 +71,8 @@ class V1Routes:
         return json_response({"data": listing.clusters()})
 
     async def products(self, request: web.Request) -> web.Response:
-        return json_response({"data": listing.products(request.query, self.sim.state.capacity)})
+        found = listing.products(request.query, self.sim.state.capacity, self.sim.readings)
+        return json_response({"data": found})
 
     async def cpu_products(self, request: web.Request) -> web.Response:
         found = listing.cpu_products(request.query, self.sim.state.capacity)
@@ -83,11 +84,13 @@ class V1Routes:
             raise invalid("templateId", "is required")
         template = catalogue.template_by_id(template_id)
         if template is None:
-            raise SimError(400, "TEMPLATE_NOT_FOUND", f"template {template_id} not found")
+            raise SimError(
+                400, "TEMPLATE_NOT_FOUND", f"template {template_id} not found", not_found=True
+            )
         return json_response({"template": template.to_wire()})
 
     async def templates(self, request: web.Request) -> web.Response:
-        return json_response(listing.templates(request.query))
+        return json_response(listing.templates(request.query, self.sim.readings))
 
     async def registry_auths(self, request: web.Request) -> web.Response:
         return json_response({"data": [a.to_wire() for a in self.sim.state.registry_auths]})
@@ -139,7 +142,9 @@ class V1Routes:
 
     async def list_instances(self, request: web.Request) -> web.Response:
         await self.sim.refresh()
-        return json_response(listing.instances(request.query, self.sim.state.instances.values()))
+        return json_response(
+            listing.instances(request.query, self.sim.state.instances.values(), self.sim.readings)
+        )
 
     async def _operate(self, request: web.Request, operation: Operation) -> str:
         instance_id = _instance_id(await read_json(request))
@@ -150,21 +155,28 @@ class V1Routes:
         await self.sim.refresh()  # open or close listeners before answering
         return instance_id
 
+    def _action_answer(self, state: dict[str, str] | None) -> web.Response:
+        """Per the `action_body` reading: `{instanceId, state}` (start/stop), `{}`, or none."""
+        reading = self.sim.readings.action_body
+        if reading == "none":
+            return web.Response(status=200)
+        return json_response(state if state is not None and reading == "state" else {})
+
     async def start(self, request: web.Request) -> web.Response:
         instance_id = await self._operate(request, self.sim.state.start)
-        return json_response({"instanceId": instance_id, "state": "toStart"})
+        return self._action_answer({"instanceId": instance_id, "state": "toStart"})
 
     async def stop(self, request: web.Request) -> web.Response:
         instance_id = await self._operate(request, self.sim.state.stop)
-        return json_response({"instanceId": instance_id, "state": "toStop"})
+        return self._action_answer({"instanceId": instance_id, "state": "toStop"})
 
     async def restart(self, request: web.Request) -> web.Response:
         await self._operate(request, self.sim.state.restart)
-        return json_response({})
+        return self._action_answer(None)
 
     async def delete(self, request: web.Request) -> web.Response:
         await self._operate(request, self.sim.state.delete)
-        return json_response({})
+        return self._action_answer(None)
 
     async def migrate(self, request: web.Request) -> web.Response:
         await self._operate(request, self.sim.state.migrate)

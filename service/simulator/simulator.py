@@ -40,6 +40,7 @@ class Simulator:
         if self.config.push_url and not self.config.push_secret:
             raise ValueError("push_url needs push_secret (whsec_<base64>)")
         self.state = SimState(self.config)
+        self.readings = self.config.initial_readings()
         self._faults = Faults()
         self.injector = FaultInjector(self._faults, self.config.seed, self.clock)
         self.request_count = 0
@@ -215,6 +216,7 @@ class Simulator:
             for instance_id in list(self.state.instances):
                 await self.endpoints.close(instance_id)
             self.state.reset()
+            self.readings = self.config.initial_readings()
             self.faults = Faults()
             self.injector.reseed(self.config.seed)
             self.request_count = 0

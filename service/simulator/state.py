@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from service.simulator import catalogue
 from service.simulator.capacity import Capacity
 from service.simulator.config import SimulatorConfig
-from service.simulator.errors import SimError, conflict, insufficient, invalid
+from service.simulator.errors import SimError, conflict, insufficient, invalid, not_found
 from service.simulator.machine import (
     DELETING_STATUSES,
     RELEASED_STATUSES,
@@ -50,8 +50,7 @@ class SimState:
     def get(self, instance_id: str) -> SimInstance:
         inst = self.instances.get(instance_id)
         if inst is None:
-            status = self.config.not_found_status
-            raise SimError(status, "RESOURCE_NOT_FOUND", f"instance {instance_id} not found")
+            raise not_found(f"instance {instance_id}")
         return inst
 
     def next_due(self) -> float | None:

@@ -11,11 +11,14 @@ One batch claims due rows (`service.db.claims`), then handles each:
    (`submitted_at`), then create:
    - success → `provisioning` with the Novita id, region, product and price;
    - INSUFFICIENT_RESOURCE → block that region x product for a while, try the next;
+   - CUDA_VERSION_INCOMPATIBLE → a property of the product (its driver is older than the
+     image needs): skip that product in every region, try the next candidate;
    - auth/validation/other refusals → `failed`, `create_rejected`, no other region tried;
    - timeout, 5xx, network, unreadable answer (ambiguous) → look up by name, adopt if
      found, else wait as in 1;
    - breaker open or 429 → nothing was created: back off and retry later.
-   All candidates out of capacity → `failed`, `no_capacity`, every attempt in the detail;
+   All candidates out of capacity → `failed`, `no_capacity`, every attempt (with Novita's
+   reason) in the detail; all refused for CUDA → `failed`, `cuda_version_incompatible`;
    no candidate at all → `failed`, `no_matching_product` when Novita sells nothing that
    matches (name/id, billing mode), else `no_capacity`.
 3. A create that lands after the client deleted the instance is deleted at Novita at once.
@@ -45,6 +48,7 @@ from service.novita import (
     NovitaCapacityError,
     NovitaCircuitOpenError,
     NovitaClient,
+    NovitaCudaIncompatibleError,
     NovitaError,
     NovitaNotFoundError,
     NovitaProtocolError,
@@ -75,6 +79,7 @@ _GOING = frozenset({"toRemove", "removing", "removed"})
 TEMPLATE_NOT_FOUND = "template_not_found"
 CREATE_REJECTED = "create_rejected"
 NO_CAPACITY = "no_capacity"
+CUDA_INCOMPATIBLE = "cuda_version_incompatible"
 NO_MATCHING_PRODUCT = "no_matching_product"
 NO_IMAGE = "no_image"
 
@@ -201,10 +206,17 @@ class Provisioner:
             await self._fail(instance, reason, {"message": _no_candidate_message(reason)})
             return
         attempts: list[dict[str, Any]] = []
+        incompatible: set[str] = set()  # product ids Novita refused for their CUDA version
         for candidate in candidates:
-            await self._create_at(instance, launch, candidate, attempts)
-        log.warning("provision.capacity_exhausted", instance_id=instance.id, tried=len(attempts))
-        await self._fail(instance, NO_CAPACITY, {"attempts": attempts})
+            if candidate.product.id not in incompatible:
+                await self._create_at(instance, launch, candidate, attempts, incompatible)
+        cuda_only = bool(attempts) and all(
+            a.get("reason") == CUDA_INCOMPATIBLE.upper() for a in attempts
+        )
+        reason = CUDA_INCOMPATIBLE if cuda_only else NO_CAPACITY
+        log.warning("provision.candidates_exhausted", instance_id=instance.id,
+                    tried=len(attempts), reason=reason)
+        await self._fail(instance, reason, {"attempts": attempts})
 
     async def _look_before_creating(self, instance: Instance, submitted_at: datetime) -> None:
         """Adopt an instance an earlier create made; else wait out the settle window."""
@@ -252,8 +264,10 @@ class Provisioner:
         launch: LaunchSpec,
         candidate: Candidate,
         attempts: list[dict[str, Any]],
+        incompatible: set[str],
     ) -> None:
-        """Try one candidate; return only if it had no capacity (raise `_Settled` otherwise)."""
+        """Try one candidate; return only if the next one may do better (no capacity here,
+        or a product whose CUDA is too old); raise `_Settled` otherwise."""
         if not await self._record_intent(instance):
             log.warning("provision.claim_lost", instance_id=instance.id)
             raise _Settled
@@ -270,6 +284,11 @@ class Provisioner:
         except NovitaCapacityError as error:
             self.blocks.block(candidate.region, candidate.product.id)
             log.info("provision.capacity_unavailable", instance_id=instance.id, **where)
+            attempts.append({**where, **_error_detail(error)})
+            return
+        except NovitaCudaIncompatibleError as error:
+            incompatible.add(candidate.product.id)
+            log.info("provision.cuda_incompatible", instance_id=instance.id, **where)
             attempts.append({**where, **_error_detail(error)})
             return
         except (NovitaCircuitOpenError, NovitaRateLimitedError) as error:
@@ -456,12 +475,11 @@ class Provisioner:
 
     async def _find(self, instance: Instance) -> list[ProviderInstance]:
         """Novita instances whose name carries this instance's id, oldest first."""
-        found = [
-            item
-            async for item in self._novita.iter_instances(name=id_marker(instance.id))
-            if instance_id_from_provider_name(item.name) == instance.id
-            and item.status not in _GOING
-        ]
+        found = await self._novita.find_instances_named(
+            id_marker(instance.id),
+            lambda item: instance_id_from_provider_name(item.name) == instance.id
+            and item.status not in _GOING,
+        )
         return sorted(found, key=lambda item: (item.created_at is None, item.created_at, item.id))
 
     async def _adopt_if_found(self, instance: Instance) -> bool:

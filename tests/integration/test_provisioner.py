@@ -204,8 +204,10 @@ async def test_missing_template_fails_as_template_not_found(
 async def test_validation_rejection_fails_at_once_without_other_regions(
     database: Database, simulator: Simulator, sim_clock: ManualClock, provisioner: Provisioner
 ) -> None:
-    # Template 212 needs CUDA 12.4; the RTX 3090s (Singapore, Hong Kong, Germany) have 12.2.
-    instance_id = await add_instance(database, sim_clock, product_name="RTX 3090 24GB")
+    # Port 2222 is reserved at Novita: no other product or region would take it either.
+    instance_id = await add_instance(
+        database, sim_clock, ports=({"port": 2222, "type": "tcp"},)
+    )
 
     with capture_logs() as logs:
         await provisioner.run_once()
@@ -213,10 +215,49 @@ async def test_validation_rejection_fails_at_once_without_other_regions(
     instance = await load(database, instance_id)
     assert (instance.status, instance.status_reason) == (Status.FAILED, "create_rejected")
     detail = (await events(database, instance_id))[-1].detail
-    assert detail["reason"] == "CUDA_VERSION_INCOMPATIBLE"
+    assert detail["reason"] == "VALIDATOR_PARAM"
     assert detail["region"] == "AS-SGP-02"
     assert creates(simulator) == 1, "no other region is tried after a rejection"
     assert "s3cr3t-token" not in str(logs)
+
+
+async def test_cuda_incompatibility_tries_the_next_product_and_keeps_the_reason(
+    database: Database, simulator: Simulator, sim_clock: ManualClock, provisioner: Provisioner
+) -> None:
+    # Template 212 needs CUDA 12.4. The cheaper RTX 3090 (Singapore, Hong Kong) has 12.2:
+    # refused once, its Hong Kong region is not tried, and the German one (12.4) is made.
+    instance_id = await add_instance(database, sim_clock, product_name="RTX 3090 24GB")
+
+    await provisioner.run_once()
+
+    instance = await load(database, instance_id)
+    assert instance.status is Status.PROVISIONING
+    assert (instance.product_id, instance.region) == ("3090.8c46g.eu", "EU-DE-01")
+    detail = (await events(database, instance_id))[-1].detail
+    assert [(a["productId"], a["reason"]) for a in detail["capacityAttempts"]] == [
+        ("3090.16c92g", "CUDA_VERSION_INCOMPATIBLE")
+    ]
+    assert creates(simulator) == 2
+
+
+async def test_cuda_incompatible_everywhere_fails_with_that_reason(
+    database: Database, simulator: Simulator, sim_clock: ManualClock, provisioner: Provisioner
+) -> None:
+    # The only RTX A6000 has CUDA 12.2; template 212 needs 12.4.
+    instance_id = await add_instance(database, sim_clock, product_name="RTX A6000 48GB")
+
+    await provisioner.run_once()
+
+    instance = await load(database, instance_id)
+    assert (instance.status, instance.status_reason) == (
+        Status.FAILED,
+        "cuda_version_incompatible",
+    )
+    attempts = (await events(database, instance_id))[-1].detail["attempts"]
+    assert [(a["productId"], a["reason"]) for a in attempts] == [
+        ("26", "CUDA_VERSION_INCOMPATIBLE")
+    ]
+    assert creates(simulator) == 1
 
 
 async def test_authentication_rejection_fails_at_once(
