@@ -185,6 +185,8 @@ class Instance:
     idle_noted_at: datetime | None = None
     replaces_instance_id: str | None = None
     replaced_by_instance_id: str | None = None
+    # An action asked of Novita, not yet observed (see service.intents).
+    action_intent: dict[str, Any] | None = None
 
     @property
     def is_terminal(self) -> bool:

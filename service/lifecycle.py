@@ -8,12 +8,14 @@ the reconciler, sets them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
 
+from service import intents
 from service.db import idempotency
 from service.db import repository as repo
 from service.domain import EventSource, Instance, InstanceSpec, Status
@@ -21,13 +23,18 @@ from service.errors import (
     IllegalTransitionError,
     InstanceBusyError,
     InstanceNotFoundError,
+    ServiceError,
     UpstreamError,
 )
 from service.novita.errors import (
     NovitaCapacityError,
     NovitaError,
     NovitaInvalidStateError,
+    NovitaNetworkError,
     NovitaNotFoundError,
+    NovitaProtocolError,
+    NovitaServerError,
+    NovitaTimeoutError,
 )
 from service.presenters import instance_view
 from service.resources import Resources
@@ -73,6 +80,22 @@ class Created:
     status: int
     body: dict[str, Any]
     replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """An action asked of Novita: what, the change it leads to, who asked and why."""
+
+    action: str
+    kind: str
+    target: Status
+    source: EventSource
+    reason: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+# Answers after which Novita may or may not have done what was asked.
+AMBIGUOUS_ERRORS = (NovitaServerError, NovitaTimeoutError, NovitaNetworkError, NovitaProtocolError)
 
 
 def _with(detail: dict[str, Any] | None, extra: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -138,10 +161,9 @@ class Lifecycle:
         reason: str | None = None,
     ) -> Instance:
         instance = await self._for_action(id_or_novita_id, START_FROM, Status.STARTING)
-        assert instance.novita_instance_id is not None
-        confirmed: dict[str, Any] | None = None
+        asked = _Asked("start", "start_requested", Status.STARTING, source, reason, None)
         try:
-            await self.novita.start_instance(instance.novita_instance_id)
+            confirmed = await self._ask(instance, asked, self.novita.start_instance)
         except NovitaCapacityError as exc:
             async with self.db.transaction() as conn:
                 await repo.append_note(
@@ -159,16 +181,7 @@ class Lifecycle:
                 instanceId=instance.id,
                 providerReason=exc.reason,
             ) from None
-        except NovitaError as exc:
-            confirmed = await self._confirm_or_raise(instance, "start", exc)
-        return await self._move(
-            instance,
-            Status.STARTING,
-            kind="start_requested",
-            source=source,
-            reason=reason,
-            detail=confirmed,
-        )
+        return await self._move(instance, asked, confirmed)
 
     async def stop(
         self,
@@ -179,32 +192,15 @@ class Lifecycle:
         detail: dict[str, Any] | None = None,
     ) -> Instance:
         instance = await self._for_action(id_or_novita_id, STOP_FROM, Status.STOPPING)
-        assert instance.novita_instance_id is not None
-        confirmed: dict[str, Any] | None = None
-        try:
-            await self.novita.stop_instance(instance.novita_instance_id)
-        except NovitaError as exc:
-            confirmed = await self._confirm_or_raise(instance, "stop", exc)
-        return await self._move(
-            instance,
-            Status.STOPPING,
-            kind="stop_requested",
-            source=source,
-            reason=reason,
-            detail=_with(detail, confirmed),
-        )
+        asked = _Asked("stop", "stop_requested", Status.STOPPING, source, reason, detail)
+        confirmed = await self._ask(instance, asked, self.novita.stop_instance)
+        return await self._move(instance, asked, confirmed)
 
     async def restart(self, id_or_novita_id: str) -> Instance:
         instance = await self._for_action(id_or_novita_id, RESTART_FROM, Status.STARTING)
-        assert instance.novita_instance_id is not None
-        confirmed: dict[str, Any] | None = None
-        try:
-            await self.novita.restart_instance(instance.novita_instance_id)
-        except NovitaError as exc:
-            confirmed = await self._confirm_or_raise(instance, "restart", exc)
-        return await self._move(
-            instance, Status.STARTING, kind="restart_requested", detail=confirmed
-        )
+        asked = _Asked("restart", "restart_requested", Status.STARTING, EventSource.API)
+        confirmed = await self._ask(instance, asked, self.novita.restart_instance)
+        return await self._move(instance, asked, confirmed)
 
     async def delete(
         self,
@@ -219,22 +215,9 @@ class Lifecycle:
             raise IllegalTransitionError(instance.id, instance.status.value, "deleting")
         if instance.novita_instance_id is None:
             return await self._delete_unsubmitted(instance, source=source)
-        confirmed: dict[str, Any] | None = None
-        try:
-            await self.novita.delete_instance(instance.novita_instance_id)
-        except NovitaNotFoundError:
-            # Already gone at Novita: still `deleting` here until the reconciler confirms.
-            log.info("instance.delete_already_gone", instance_id=instance.id)
-        except NovitaError as exc:
-            confirmed = await self._confirm_or_raise(instance, "delete", exc)
-        return await self._move(
-            instance,
-            Status.DELETING,
-            kind="delete_requested",
-            source=source,
-            reason=reason,
-            detail=_with(detail, confirmed),
-        )
+        asked = _Asked("delete", "delete_requested", Status.DELETING, source, reason, detail)
+        confirmed = await self._ask(instance, asked, self.novita.delete_instance)
+        return await self._move(instance, asked, confirmed)
 
     async def touch(self, id_or_novita_id: str, at: datetime | None) -> Instance:
         now = self._now()
@@ -254,28 +237,71 @@ class Lifecycle:
             raise IllegalTransitionError(instance.id, instance.status.value, target.value)
         return instance
 
-    async def _move(
-        self,
-        instance: Instance,
-        target: Status,
-        *,
-        kind: str,
-        source: EventSource = EventSource.API,
-        reason: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> Instance:
+    async def _ask(
+        self, instance: Instance, asked: _Asked, call: Callable[[str], Awaitable[None]]
+    ) -> dict[str, Any] | None:
+        """Write down the intent, then ask Novita. Returns the detail of a confirmation
+        after a refusal (see `_confirm_or_raise`), else None.
+
+        The intent is cleared again when Novita surely did nothing; after an answer that
+        leaves it open (timeout, 5xx, unreadable) it stays, so the change, if it happened,
+        is still recorded as ours when it is observed.
+        """
+        assert instance.novita_instance_id is not None
+        intent = intents.new_intent(
+            asked.action,
+            source=asked.source,
+            kind=asked.kind,
+            reason=asked.reason,
+            detail=asked.detail,
+            now=self._now(),
+        )
         async with self.db.transaction() as conn:
+            await repo.set_action_intent(conn, instance.id, intent)
+        try:
+            await call(instance.novita_instance_id)
+            return None
+        except NovitaError as exc:
+            try:
+                return await self._confirm_or_raise(instance, asked.action, exc)
+            except NovitaError as refused:
+                if not isinstance(refused, AMBIGUOUS_ERRORS):
+                    await self._clear_intent(instance.id)
+                raise
+            except ServiceError:
+                await self._clear_intent(instance.id)
+                raise
+
+    async def _clear_intent(self, instance_id: str) -> None:
+        async with self.db.transaction() as conn:
+            await repo.set_action_intent(conn, instance_id, None)
+
+    async def _move(
+        self, instance: Instance, asked: _Asked, confirmed: dict[str, Any] | None
+    ) -> Instance:
+        """Record the change asked for, unless an observation already did (with the intent)."""
+        async with self.db.transaction() as conn:
+            current = await repo.get_instance(conn, instance.id, for_update=True)
+            if current.status is not asked.target and current.status in intents.TARGETS[
+                asked.action
+            ]:
+                await repo.set_action_intent(conn, instance.id, None)
+                return current  # observed further along already
             result = await repo.change_status(
                 conn,
                 instance.id,
-                target,
-                source=source,
+                asked.target,
+                source=asked.source,
                 now=self._now(),
-                kind=kind,
-                reason=reason,
-                detail=detail,
+                kind=asked.kind,
+                reason=asked.reason,
+                detail=_with(asked.detail, confirmed),
             )
-        log.info("instance.action", instance_id=instance.id, action=kind, status=target.value)
+            if result.event is None:
+                await repo.set_action_intent(conn, instance.id, None)
+        log.info(
+            "instance.action", instance_id=instance.id, action=asked.kind, status=asked.target.value
+        )
         return result.instance
 
     async def _delete_unsubmitted(

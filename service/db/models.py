@@ -88,6 +88,9 @@ instances = sa.Table(
     sa.Column(
         "replaced_by_instance_id", sa.String(40), sa.ForeignKey("instances.id"), nullable=True
     ),
+    # An action asked of Novita and not yet seen to take effect (migration 0005): who asked
+    # and why, so whichever observation moves the status records it (service.intents).
+    sa.Column("action_intent", JSONType, nullable=True),
     sa.UniqueConstraint("novita_instance_id"),
     sa.CheckConstraint(_in("status", STATUS_VALUES), name="status"),
     sa.CheckConstraint(_in("billing_mode", BILLING_MODES), name="billing_mode"),

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import intents
 from service.db.engine import Database
 from service.db.models import instance_events, instances, outbox
 from service.domain import (
@@ -119,6 +120,7 @@ def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
         idle_noted_at=m["idle_noted_at"],
         replaces_instance_id=m["replaces_instance_id"],
         replaced_by_instance_id=m["replaced_by_instance_id"],
+        action_intent=m["action_intent"],
     )
 
 
@@ -353,6 +355,14 @@ async def change_status(
     if not is_legal_transition(current.status, target):
         raise IllegalTransitionError(instance_id, current.status.value, target.value)
 
+    if intents.applicable(current.action_intent, target, now):
+        # The change an action asked for: recorded as the asker's, whoever observed it.
+        assert current.action_intent is not None
+        fields = intents.event_fields(
+            current.action_intent, source=source, kind=kind, reason=reason, detail=detail or {}
+        )
+        source, kind, reason, detail = fields.source, fields.kind, fields.reason, fields.detail
+        values["action_intent"] = None
     values["status"] = target.value
     values["status_reason"] = reason
     if target in _NEW_RUN:
@@ -378,6 +388,18 @@ async def change_status(
         detail=dict(detail or {}),
     )
     return TransitionResult(instance=await get_instance(conn, instance_id), event=event)
+
+
+async def set_action_intent(
+    conn: AsyncConnection, instance_id: str, intent: Mapping[str, Any] | None
+) -> None:
+    """Store (or clear, with None) the action intent of an instance (see service.intents)."""
+    current = await get_instance(conn, instance_id, for_update=True)
+    if intent is None and current.action_intent is None:
+        return
+    await _update_instance(
+        conn, current, {"action_intent": intent, "version": current.version + 1}
+    )
 
 
 async def _update_instance(

@@ -64,6 +64,10 @@ RATE = click.FloatRange(0.0, 1.0)
 @click.option("--hang-seconds", default=300.0, type=click.FloatRange(0), show_default=True)
 @click.option("--create-500-after-create", default=0, type=click.IntRange(0),
               help="The next N creates create the instance, then answer 500.")
+@click.option("--action-500-after-action", default=0, type=click.IntRange(0),
+              help="The next N start/stop/restart/delete take effect, then answer 500.")
+@click.option("--malformed-products", default=0, type=click.IntRange(0),
+              help="List N products no client can parse among the real ones.")
 @click.option("--rate-limit-per-minute", default=None, type=click.IntRange(1),
               help="Allow N requests per minute, then 429 with Retry-After. Default: off.")
 @click.option("--dwell-scale", default=1.0, type=click.FloatRange(0), show_default=True,
@@ -110,7 +114,8 @@ RATE = click.FloatRange(0.0, 1.0)
 def simulate(
     host: str, port: int, seed: int, api_keys: tuple[str, ...], latency: float,
     error_rate: float, rate_limit_rate: float, retry_after: int, hang_rate: float,
-    hang_seconds: float, create_500_after_create: int, rate_limit_per_minute: int | None,
+    hang_seconds: float, create_500_after_create: int, action_500_after_action: int,
+    malformed_products: int, rate_limit_per_minute: int | None,
     dwell_scale: float, dwell: dict[str, float], app_startup_delay: float, removed_linger: float,
     not_found_status: str, capacity: int, spot_capacity: int, spot_reclaim_rate: float,
     push_url: str | None, push_secret: str | None, push_drop_rate: float,
@@ -157,6 +162,8 @@ def simulate(
         hang_rate=hang_rate,
         hang_seconds=hang_seconds,
         create_500_after_create=create_500_after_create,
+        action_500_after_action=action_500_after_action,
+        malformed_products=malformed_products,
         rate_limit_per_minute=rate_limit_per_minute,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

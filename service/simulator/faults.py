@@ -26,6 +26,9 @@ class Faults:
     hang_rate: float = 0.0  # chance a request hangs for hang_seconds, then 504
     hang_seconds: float = 300.0
     create_500_after_create: int = 0  # next N creates create the instance, then answer 500
+    # Next N start/stop/restart/delete calls take effect, then answer 500 (a lost answer).
+    action_500_after_action: int = 0
+    malformed_products: int = 0  # products listed with fields no client can parse
     rate_limit_per_minute: int | None = None  # sliding window; None = off
 
     def to_json(self) -> dict[str, Any]:
@@ -44,7 +47,9 @@ class Faults:
 
 
 _RATES = {"error_rate", "rate_limit_rate", "hang_rate"}
-_INTS = {"retry_after", "create_500_after_create"}
+_INTS = {
+    "retry_after", "create_500_after_create", "action_500_after_action", "malformed_products"
+}
 
 
 def _check(name: str, value: Any) -> Any:
@@ -109,6 +114,13 @@ class FaultInjector:
         """True if this create must answer 500 after creating (consumes one)."""
         if self.faults.create_500_after_create > 0:
             self.faults.create_500_after_create -= 1
+            return True
+        return False
+
+    def take_action_500(self) -> bool:
+        """True if this action must answer 500 after taking effect (consumes one)."""
+        if self.faults.action_500_after_action > 0:
+            self.faults.action_500_after_action -= 1
             return True
         return False
 

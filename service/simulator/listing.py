@@ -110,6 +110,16 @@ def products(
     return found
 
 
+def malformed_products(count: int) -> list[dict[str, Any]]:
+    """Products no client can parse (fault injection): a price that is no number, regions
+    that are no list of names. One bad product must not cost the whole catalogue."""
+    return [
+        {"id": f"broken.{n}", "name": "Broken GPU", "price": "n/a", "regions": [[n]],
+         "availableDeploy": "maybe"}
+        for n in range(count)
+    ]
+
+
 def cpu_products(query: Mapping[str, str], capacity: Capacity) -> list[dict[str, Any]]:
     cluster_id = query.get("clusterId", "")
     name = query.get("productName", "")

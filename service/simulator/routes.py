@@ -72,6 +72,7 @@ class V1Routes:
 
     async def products(self, request: web.Request) -> web.Response:
         found = listing.products(request.query, self.sim.state.capacity, self.sim.readings)
+        found += listing.malformed_products(self.sim.faults.malformed_products)
         return json_response({"data": found})
 
     async def cpu_products(self, request: web.Request) -> web.Response:
@@ -153,6 +154,8 @@ class V1Routes:
         mono, unix = self.sim.now()
         self.sim.apply(operation(inst, mono, unix))
         await self.sim.refresh()  # open or close listeners before answering
+        if self.sim.injector.take_action_500():
+            raise SimError(500, "UNKNOWN", "internal error")  # done, but the caller is not told
         return instance_id
 
     def _action_answer(self, state: dict[str, str] | None) -> web.Response:

@@ -459,3 +459,17 @@ async def test_from_settings_uses_the_configured_values(
         assert await novita.list_clusters()
     with pytest.raises(ConfigError):
         NovitaClient.from_settings(Settings(novita_api_key=None))
+
+
+async def test_a_product_that_does_not_parse_is_skipped_and_logged_once(
+    client: NovitaClient, simulator: Simulator
+) -> None:
+    simulator.faults.malformed_products = 2
+    with capture_logs() as logs:
+        first = await client.list_products()
+        again = await client.list_products()
+    assert {p.id for p in first} == {p.id for p in again}
+    assert "4090.16c62g" in {p.id for p in first}
+    assert not any(p.id.startswith("broken.") for p in first)
+    skipped = [e for e in logs if e["event"] == "novita.item_skipped"]
+    assert sorted(e["item"] for e in skipped) == ["broken.0", "broken.1"]

@@ -14,6 +14,7 @@ from service.novita.errors import (
     NovitaAuthenticationError,
     NovitaBadRequestError,
     NovitaCapacityError,
+    NovitaCudaIncompatibleError,
     NovitaError,
     NovitaForbiddenError,
     NovitaInvalidStateError,
@@ -202,3 +203,51 @@ def test_the_api_key_never_appears_in_a_transport_error() -> None:
 def test_unknown_bearer_tokens_are_redacted_too() -> None:
     error = answer(400, body(400, "X", "echo: Authorization: Bearer someone-elses-token"))
     assert "someone-elses-token" not in error.message
+
+
+# -- readings of the error body (novita-api.md §0, §7) ----------------------------------
+
+
+def message_only(code: int, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message, "metadata": {}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "reason"),
+    [
+        (message_only(400, "INSUFFICIENT_RESOURCE: no gpus"), NovitaCapacityError,
+         "INSUFFICIENT_RESOURCE"),
+        (message_only(400, "RESOURCE_NOT_FOUND: container not found"), NovitaNotFoundError,
+         "RESOURCE_NOT_FOUND"),
+        (message_only(400, "CUDA_VERSION_INCOMPATIBLE: needs 12.4"),
+         NovitaCudaIncompatibleError, "CUDA_VERSION_INCOMPATIBLE"),
+        (message_only(400, "CONFLICT: invalid state change"), NovitaInvalidStateError,
+         "CONFLICT"),
+        (json.dumps({"code": 400, "msg": "INSUFFICIENT_RESOURCE"}).encode(),
+         NovitaCapacityError, "INSUFFICIENT_RESOURCE"),
+        # An unknown upper-case word is not taken for a token.
+        (message_only(400, "GPU NOT READY"), NovitaBadRequestError, None),
+    ],
+)
+def test_error_token_is_read_from_message_when_reason_is_absent(
+    raw: bytes, expected: type[NovitaError], reason: str | None
+) -> None:
+    error = answer(400, raw)
+    assert type(error) is expected
+    assert error.reason == reason
+
+
+def test_cuda_incompatibility_is_a_bad_request_of_its_own() -> None:
+    error = answer(400, body(400, "CUDA_VERSION_INCOMPATIBLE", "product supports 12.2"))
+    assert isinstance(error, NovitaCudaIncompatibleError)
+    assert isinstance(error, NovitaBadRequestError)
+    assert error.code == "NOVITA_CUDA_INCOMPATIBLE"
+
+
+def test_plain_text_404_is_not_found_only_once_the_route_is_confirmed() -> None:
+    failure = HttpFailure(404, {}, b"404 page not found\n")
+    unconfirmed = translate(failure, endpoint="GET /gpu/instance")
+    confirmed = translate(failure, endpoint="GET /gpu/instance", route_confirmed=True)
+    assert type(unconfirmed) is NovitaProtocolError  # a wrong base URL deletes nothing
+    assert type(confirmed) is NovitaNotFoundError
+    assert confirmed.status == 404

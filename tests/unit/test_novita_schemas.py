@@ -289,3 +289,38 @@ def test_create_request_leaves_out_unset_fields() -> None:
 def test_create_request_validates_gpu_count() -> None:
     with pytest.raises(ValidationError):
         CreateInstanceRequest(product_id="p", image_url="img", gpu_num=9)
+
+
+@pytest.mark.parametrize(
+    "regions",
+    [
+        ["AS-SGP-02 (Singapore)"],
+        ["AS-SGP-02"],
+        ["as-sgp-2"],
+        [{"id": "as-sgp-2", "name": "AS-SGP-02"}],
+        [{"clusterId": "as-sgp-2"}],
+        [{"name": "as-sgp-02 (singapore)"}],
+    ],
+)
+def test_regions_in_every_form_name_their_cluster(regions: list[object]) -> None:
+    product = Product.model_validate({"id": "p", "regions": regions})
+    singapore = Cluster(id="as-sgp-2", name="AS-SGP-02", region="AS-SGP-02 (Singapore)")
+    hong_kong = Cluster(id="cn-hongkong-1", name="CN-HK-01")
+    assert product.offered_in(singapore)
+    assert not product.offered_in(hong_kong)
+
+
+def test_no_regions_means_everywhere_and_a_bad_region_fails_the_product() -> None:
+    anywhere = Product.model_validate({"id": "p", "regions": None})
+    assert anywhere.offered_in(Cluster(id="x", name="X"))
+    with pytest.raises(ValidationError):
+        Product.model_validate({"id": "p", "regions": [["nested"]]})
+
+
+@pytest.mark.parametrize("raw", ["0", "", None, "0.0"])
+def test_spot_price_absent_or_zero_is_no_spot_price(raw: object) -> None:
+    wire = {"id": "p", "price": 35000, "billingMethods": ["onDemand", "spot"]}
+    if raw is not None:
+        wire["spotPrice"] = raw
+    product = Product.model_validate(wire)
+    assert product.spot_price is None and product.price_for("spot") is None
