@@ -143,7 +143,7 @@ async def test_a_webhook_that_lands_first_carries_the_api_action(
     assert (await post(service, *signed(service, event)))[0] == 200
     while await workers.applier.run_once():
         pass
-    status, again, _ = await service.call("POST", f"/api/instances/{instance['id']}/stop")
+    status, _, _ = await service.call("POST", f"/api/instances/{instance['id']}/stop")
     assert status == 409  # already stopping here: the state machine says so
     stops = [e for e in await history(service, instance["id"]) if e["toStatus"] == "stopping"]
     assert [(e["kind"], e["source"], e["detail"]["observedBy"]) for e in stops] == [
