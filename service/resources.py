@@ -14,16 +14,19 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import structlog
 
 from service.clock import Clock, SystemClock
 from service.db.engine import Database
 from service.db.migrations import check_schema_is_current, upgrade_to_head
+from service.db.simulator_world import load_world, save_world
 from service.ingest import InboxWriter
 from service.novita import NovitaClient
 from service.settings import Settings
-from service.simulator import Simulator, SimulatorConfig
+from service.simulator import Simulator, SimulatorConfig, persistence
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +48,26 @@ class Resources:
 
 def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def _restored_world(database: Database, simulator: Simulator) -> dict[str, Any] | None:
+    """The world the built-in simulator left in this database, loaded into `simulator`
+    (None: a fresh database, or a saved world this version cannot read: start afresh)."""
+    world = await load_world(database)
+    if world is None:
+        return None
+    try:
+        persistence.restore(simulator, world)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("simulator.world_unreadable", error=str(exc))
+        await simulator.reset()
+        return None
+    log.info("simulator.world_restored", instances=len(simulator.instances()))
+    return world
+
+
+async def _save_world(database: Database, clock: Clock, world: dict[str, Any]) -> None:
+    await save_world(database, world, clock.now())
 
 
 @asynccontextmanager
@@ -71,9 +94,20 @@ async def open_resources(
         if settings.novita_simulator:
             # A fresh random key per process: the in-process simulator only answers us.
             key = secrets.token_urlsafe(24)
-            simulator = Simulator(SimulatorConfig(api_keys=(key,)))
-            await simulator.start(host="127.0.0.1", port=0)
+            # A fresh seed per start too: ids never repeat those of an earlier world.
+            simulator = Simulator(SimulatorConfig(api_keys=(key,), seed=secrets.randbits(32)))
+            world = await _restored_world(database, simulator)
+            await simulator.start(
+                host="127.0.0.1", port=0, gateway_port=persistence.gateway_port(world)
+            )
             stack.push_async_callback(simulator.stop)
+            if world is not None:
+                await persistence.reopen_endpoints(simulator, world)
+            keeper = persistence.WorldKeeper(
+                simulator, partial(_save_world, database, clock)
+            )
+            keeper.start()
+            stack.push_async_callback(keeper.stop)  # saves once more, before the simulator stops
             novita = NovitaClient.from_settings(
                 settings, api_key=key, base_url=simulator.base_url, clock=clock
             )

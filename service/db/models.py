@@ -253,3 +253,13 @@ sa.Index(
 sa.Index(None, instance_events.c.instance_id, instance_events.c.to_status, instance_events.c.at)
 # Delivery counts and latency percentiles per window without touching the outbox rows.
 sa.Index(None, outbox.c.status, outbox.c.created_at, outbox.c.delivered_at)
+
+# The built-in simulator's world (`serve --simulator`), one JSON document, so a restart on
+# the same database finds the instances it left (service/simulator/persistence.py).
+simulator_world = sa.Table(
+    "simulator_world",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("saved_at", UTCDateTime, nullable=False),
+    sa.Column("world", JSONType, nullable=False),
+)

@@ -62,6 +62,12 @@ class Capacity:
             self._free[key] = count
         return len(keys)
 
+    def restore(self, pools: list[tuple[str, str, bool, int]]) -> None:
+        """Set every pool's free slots from a saved world (product, cluster, spot, free)."""
+        self.reset()
+        for product_id, cluster_id, spot, free in pools:
+            self._free[(product_id, cluster_id, spot)] = free
+
     def snapshot(self) -> list[dict[str, object]]:
         return [
             {"productId": p, "clusterId": c, "spot": s, "free": n}

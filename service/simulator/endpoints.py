@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -53,14 +53,20 @@ class Endpoints:
         self._gateway_port = 0
         self._tcp: dict[str, dict[int, _TcpPort]] = {}
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen for the gateway on `port` (a restored world's), or a free one if taken."""
         app = web.Application()
         app.router.add_route("*", "/{instance_id}/{port:\\d+}", self._gateway)
         app.router.add_route("*", "/{instance_id}/{port:\\d+}/{tail:.*}", self._gateway)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
-        await site.start()
+        try:
+            await web.TCPSite(self._runner, self._host, port).start()
+        except OSError:
+            if not port:
+                raise
+            logger.info("simulator.gateway_port_taken port=%s", port)
+            await web.TCPSite(self._runner, self._host, 0).start()
         self._gateway_port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
@@ -74,8 +80,14 @@ class Endpoints:
     def gateway_url(self) -> str:
         return f"http://{self._host}:{self._gateway_port}"
 
-    def allocate(self, inst: SimInstance) -> list[PortMapping]:
-        """Reserve endpoints for a running instance; TCP sockets bind now, listen later."""
+    def allocate(
+        self, inst: SimInstance, preferred: Mapping[int, int] | None = None
+    ) -> list[PortMapping]:
+        """Reserve endpoints for a running instance; TCP sockets bind now, listen later.
+
+        `preferred` maps an instance port to the local port it had before a restart: it is
+        taken again when free, so endpoints a client learned keep answering.
+        """
         self._discard(inst.id)
         mappings = []
         ports: dict[int, _TcpPort] = {}
@@ -83,15 +95,25 @@ class Endpoints:
             if spec.type == "http":
                 endpoint = f"{self.gateway_url}/{inst.id}/{spec.port}/"
             else:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((self._host, 0))
-                sock.setblocking(False)
+                sock = self._bind((preferred or {}).get(spec.port, 0))
                 ports[spec.port] = _TcpPort(sock)
                 endpoint = f"{self._host}:{sock.getsockname()[1]}"
             mappings.append(PortMapping(spec.port, spec.type, endpoint))
         self._tcp[inst.id] = ports
         return mappings
+
+    def _bind(self, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._host, port))
+        except OSError:
+            if not port:
+                sock.close()
+                raise
+            sock.bind((self._host, 0))
+        sock.setblocking(False)
+        return sock
 
     async def open(self, inst: SimInstance) -> None:
         """The app came up: TCP endpoints start accepting."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -54,12 +55,15 @@ class Simulator:
         self._lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._next_due: float | None = None
+        # Called (synchronously, cheaply) after the world changed: `persistence` saves it.
+        self.on_change: Callable[[], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, gateway_port: int = 0,
+                    ) -> None:
         self._stopping.clear()
-        await self.endpoints.start()
+        await self.endpoints.start(gateway_port)
         if self.config.push_url and self.config.push_secret:
             self.pusher = Pusher(
                 self.config.push_url,
@@ -167,6 +171,11 @@ class Simulator:
                 f"no {'spot' if spot else 'on-demand'} pool for cluster {cluster_id!r}"
                 + (f" and product {product_id!r}" if product_id else "")
             )
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def capacity(self, cluster_id: str, product_id: str, spot: bool = False) -> int:
         return self.state.capacity.free(product_id, cluster_id, spot)
@@ -209,6 +218,7 @@ class Simulator:
         self.state.machine.set_app_delay(inst, seconds, self.clock.monotonic())
         self._dirty.add(inst.id)
         self._next_due = self.state.next_due()
+        self._changed()
 
     async def reset(self) -> None:
         """Forget every instance, restore capacity, clear faults and counters."""
@@ -223,6 +233,7 @@ class Simulator:
             self.requests_by_path.clear()
             self._dirty.clear()
             self._next_due = None
+        self._changed()
 
     # -- time -----------------------------------------------------------------------------
 
@@ -266,6 +277,8 @@ class Simulator:
             elif inst.status != "running":
                 inst.mappings = []
         self._next_due = self.state.next_due()
+        if changes:
+            self._changed()
 
     def _publish(self, change: Change, inst: SimInstance | None) -> None:
         assert self.pusher is not None

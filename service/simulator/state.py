@@ -45,6 +45,17 @@ class SimState:
         self._random = random.Random(self.config.seed)
         self._seq = 0
 
+    @property
+    def sequence(self) -> int:
+        """How many instances this world has created (the last `seq` handed out)."""
+        return self._seq
+
+    def resume(self, sequence: int, seed: int) -> None:
+        """Continue a saved world (`service.simulator.persistence`): numbering goes on from
+        `sequence`; randomness (ids, passwords, placement) restarts from `seed`."""
+        self._seq = sequence
+        self._random = random.Random(seed)
+
     # -- lookups ------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> SimInstance:
