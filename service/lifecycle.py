@@ -37,6 +37,7 @@ from service.novita.errors import (
     NovitaTimeoutError,
 )
 from service.presenters import instance_view
+from service.provisioning.naming import instance_id_from_provider_name
 from service.resources import Resources
 
 log = structlog.get_logger(__name__)
@@ -215,6 +216,9 @@ class Lifecycle:
             raise IllegalTransitionError(instance.id, instance.status.value, "deleting")
         if instance.novita_instance_id is None:
             return await self._delete_unsubmitted(instance, source=source)
+        owner = await self._provider_owner(instance.novita_instance_id)
+        if owner is not None and owner != instance.id:
+            return await self._delete_reassigned(instance, owner, source=source)
         asked = _Asked("delete", "delete_requested", Status.DELETING, source, reason, detail)
         confirmed = await self._ask(instance, asked, self.novita.delete_instance)
         return await self._move(instance, asked, confirmed)
@@ -335,6 +339,45 @@ class Lifecycle:
                 reason="never_submitted",
                 detail={"note": "never submitted to Novita; nothing to release"},
             )
+        return result.instance
+
+    async def _provider_owner(self, novita_id: str) -> str | None:
+        """Which of our instances Novita's instance `novita_id` was made for, by its name
+        (None: unknown, not found, or not named by us)."""
+        try:
+            found = await self.novita.get_instance(novita_id)
+        except NovitaError:
+            return None  # the delete itself will say what is wrong
+        return instance_id_from_provider_name(found.name)
+
+    async def _delete_reassigned(
+        self, instance: Instance, owner: str, *, source: EventSource
+    ) -> Instance:
+        """Novita's instance with this row's id was made for another of our rows (the
+        provider reused the id after its world was reset): this row's own instance is long
+        gone, and the other one is not ours to delete. Record the delete without acting."""
+        assert instance.novita_instance_id is not None
+        now = self._now()
+        detail = {
+            "novitaInstanceId": instance.novita_instance_id,
+            "belongsTo": owner,
+            "note": "Novita's instance with this id belongs to another instance; not deleted",
+        }
+        async with self.db.transaction() as conn:
+            await repo.change_status(
+                conn, instance.id, Status.DELETING, source=source, now=now,
+                kind="delete_requested",
+            )
+            result = await repo.change_status(
+                conn, instance.id, Status.DELETED, source=source, now=now, kind="deleted",
+                reason="provider_id_reassigned", detail=detail,
+            )
+        log.warning(
+            "instance.delete_skipped_reassigned",
+            instance_id=instance.id,
+            novita_instance_id=instance.novita_instance_id,
+            belongs_to=owner,
+        )
         return result.instance
 
     async def _confirm_or_raise(

@@ -236,6 +236,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds after an unanswered create before creating again if not found.",
     )
+    stuck_instance_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds an instance may stay `pending` (since accepted) or `provisioning` "
+        "(since submitted) before /health turns `degraded` and names it among the stuck.",
+    )
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(

@@ -14,8 +14,9 @@ from starlette.requests import Request
 
 from service import __version__
 from service.api.responses import JSONResponse
-from service.db.stats import service_counts
+from service.db.stats import Stuck, service_counts, stuck_instances
 from service.resources import Resources
+from service.settings import Settings
 from service.workers.facts import worker_facts
 
 
@@ -33,6 +34,17 @@ def _worker_checks(request: Request, now: Any) -> dict[str, dict[str, Any]]:
     return checks
 
 
+def _stuck_check(stuck: dict[str, Stuck], now: Any, settings: Settings) -> dict[str, Any]:
+    """Instances waiting longer than STUCK_INSTANCE_SECONDS in `pending`/`provisioning`."""
+    check: dict[str, Any] = {"thresholdSeconds": settings.stuck_instance_seconds}
+    for status, entry in stuck.items():
+        check[status] = {
+            "count": entry.count,
+            "oldestAgeSeconds": _age(now, entry.oldest_since),
+        }
+    return check
+
+
 async def health(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     now = resources.clock.now()
@@ -40,9 +52,11 @@ async def health(request: Request) -> JSONResponse:
     try:
         async with resources.database.read() as conn:
             counts = await service_counts(conn)
+            stuck = await stuck_instances(conn, now, resources.settings.stuck_instance_seconds)
         database_up = True
     except (SQLAlchemyError, OSError):
         counts = None
+        stuck = {}
         database_up = False
     checks["database"] = {
         "status": "up" if database_up else "down",
@@ -69,11 +83,14 @@ async def health(request: Request) -> JSONResponse:
             "oldestUnappliedAgeSeconds": _age(now, counts.oldest_unapplied_webhook),
             "ingestQueue": resources.inbox.backlog if resources.inbox else None,
         }
+        checks["stuckInstances"] = _stuck_check(stuck, now, resources.settings)
     workers = _worker_checks(request, now)
     if workers:
         checks["workers"] = workers
-    degraded = novita.breaker_state != "closed" or any(
-        entry.get("paused") or entry.get("overdue") for entry in workers.values()
+    degraded = (
+        novita.breaker_state != "closed"
+        or any(entry.get("paused") or entry.get("overdue") for entry in workers.values())
+        or any(entry.count for entry in stuck.values())
     )
     status = "unavailable" if not database_up else "degraded" if degraded else "ok"
     body = {"status": status, "version": __version__, "checks": checks}

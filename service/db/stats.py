@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,3 +50,33 @@ async def service_counts(conn: AsyncConnection) -> ServiceCounts:
         inbox_backlog=backlog,
         oldest_unapplied_webhook=oldest_webhook,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    count: int
+    oldest_since: datetime | None
+
+
+async def stuck_instances(
+    conn: AsyncConnection, now: datetime, threshold_seconds: float
+) -> dict[str, Stuck]:
+    """Instances `pending` (since created) or `provisioning` (since submitted) for longer
+    than the threshold: how many, and since when the oldest has waited."""
+    cutoff = now - timedelta(seconds=threshold_seconds)
+    c = instances.c
+    since = {
+        "pending": c.created_at,
+        "provisioning": sa.func.coalesce(c.submitted_at, c.created_at),
+    }
+    found: dict[str, Stuck] = {}
+    for status, column in since.items():
+        row = (
+            await conn.execute(
+                sa.select(sa.func.count(), sa.func.min(column)).where(
+                    c.status == status, column < cutoff
+                )
+            )
+        ).one()
+        found[status] = Stuck(int(row[0]), _aware(row[1]))
+    return found

@@ -35,6 +35,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import Clock
 from service.db import claims
@@ -82,6 +84,7 @@ NO_CAPACITY = "no_capacity"
 CUDA_INCOMPATIBLE = "cuda_version_incompatible"
 NO_MATCHING_PRODUCT = "no_matching_product"
 NO_IMAGE = "no_image"
+PROVIDER_ID_CONFLICT = "provider_id_conflict"
 
 
 class _Settled(Exception):
@@ -375,43 +378,105 @@ class Provisioner:
         False when the row no longer wants it (deleted meanwhile, or already has another).
         """
         delete_at_novita = False
-        async with self._db.transaction() as conn:
-            current = await repo.get_instance(conn, instance.id, for_update=True)
-            if current.status is Status.PENDING:
-                await repo.change_status(
-                    conn,
-                    instance.id,
-                    Status.PROVISIONING,
-                    source=EventSource.PROVISIONER,
-                    now=now,
-                    kind=kind,
-                    provider_status=provider_status,
-                    observed_at=now if provider_status else None,
-                    detail=detail,
-                    changes={**facts, "submitted_at": current.submitted_at or now},
-                )
-                await claims.release(conn, instance.id, owner=self.owner)
-            elif current.status is Status.DELETING and current.novita_instance_id is None:
-                # Deleted by the client while the create was in flight: keep the id so the
-                # reconciler can confirm the delete, and delete it.
-                await repo.change_status(
-                    conn,
-                    instance.id,
-                    Status.DELETING,
-                    source=EventSource.PROVISIONER,
-                    now=now,
-                    provider_status=provider_status,
-                    changes={"novita_instance_id": novita_id, "next_check_at": now},
-                )
-                await claims.release(conn, instance.id, owner=self.owner)
-                delete_at_novita = True
-            elif current.novita_instance_id != novita_id:
-                delete_at_novita = True  # the row is gone or has another instance: an orphan
+        try:
+            async with self._db.transaction() as conn:
+                current = await repo.get_instance(conn, instance.id, for_update=True)
+                holder = await _holder(conn, novita_id, instance.id)
+                if holder is None:
+                    delete_at_novita = await self._record(
+                        conn, current, novita_id, facts, detail, provider_status, now, kind
+                    )
+        except IntegrityError:
+            # Another row took this Novita id between our check and our write.
+            async with self._db.read() as conn:
+                holder = await _holder(conn, novita_id, instance.id)
+            if holder is None:
+                raise
+        if holder is not None:
+            await self._provider_id_conflict(current, novita_id, holder)
+            return False
         self._deferrals.pop(instance.id, None)
         if delete_at_novita:
             await self._delete_unwanted(instance.id, novita_id, current.status)
             return False
         return current.status is Status.PENDING
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        current: Instance,
+        novita_id: str,
+        facts: Mapping[str, Any],
+        detail: Mapping[str, Any],
+        provider_status: str | None,
+        now: datetime,
+        kind: str,
+    ) -> bool:
+        """Write what `_commit_provisioning` decided; True when Novita's instance is unwanted."""
+        delete_at_novita = False
+        if current.status is Status.PENDING:
+            await repo.change_status(
+                conn,
+                current.id,
+                Status.PROVISIONING,
+                source=EventSource.PROVISIONER,
+                now=now,
+                kind=kind,
+                provider_status=provider_status,
+                observed_at=now if provider_status else None,
+                detail=detail,
+                changes={**facts, "submitted_at": current.submitted_at or now},
+            )
+            await claims.release(conn, current.id, owner=self.owner)
+        elif current.status is Status.DELETING and current.novita_instance_id is None:
+            # Deleted by the client while the create was in flight: keep the id so the
+            # reconciler can confirm the delete, and delete it.
+            await repo.change_status(
+                conn,
+                current.id,
+                Status.DELETING,
+                source=EventSource.PROVISIONER,
+                now=now,
+                provider_status=provider_status,
+                changes={"novita_instance_id": novita_id, "next_check_at": now},
+            )
+            await claims.release(conn, current.id, owner=self.owner)
+            delete_at_novita = True
+        elif current.novita_instance_id != novita_id:
+            delete_at_novita = True  # the row is gone or has another instance: an orphan
+        return delete_at_novita
+
+    async def _provider_id_conflict(
+        self, instance: Instance, novita_id: str, holder: Instance
+    ) -> None:
+        """Novita gave this row an id another row already holds (a provider whose world was
+        reset, e.g. a simulator restarted empty): fail this row at once, with the reason,
+        instead of retrying a write that can never succeed. The Novita instance carries this
+        row's name, so nobody could track it: it is deleted, unless the holder is live (a
+        delete never acts on an id a live row owns)."""
+        holder_live = not holder.is_terminal
+        log.error(
+            "provision.provider_id_conflict",
+            instance_id=instance.id,
+            novita_instance_id=novita_id,
+            held_by=holder.id,
+            held_by_status=holder.status.value,
+        )
+        await self._fail(
+            instance,
+            PROVIDER_ID_CONFLICT,
+            {
+                "novitaInstanceId": novita_id,
+                "heldBy": holder.id,
+                "heldByStatus": holder.status.value,
+                "message": f"Novita answered with instance id {novita_id}, which instance "
+                f"{holder.id} ({holder.status.value}) already holds; the provider's ids were "
+                "reused (was its world reset?)",
+                "providerInstance": "left to the holder" if holder_live else "deleted",
+            },
+        )
+        if not holder_live:
+            await self._delete_unwanted(instance.id, novita_id, instance.status)
 
     async def _delete_unwanted(self, instance_id: str, novita_id: str, status: Status) -> None:
         try:
@@ -559,6 +624,15 @@ class Provisioner:
                     detail={"message": "no Novita instance was created"},
                 )
         self._deferrals.pop(instance.id, None)
+
+
+async def _holder(conn: AsyncConnection, novita_id: str, instance_id: str) -> Instance | None:
+    """Another row that already holds `novita_id`, if any."""
+    held = await repo.ids_by_novita_id(conn, [novita_id])
+    holder_id = held.get(novita_id)
+    if holder_id is None or holder_id == instance_id:
+        return None
+    return await repo.get_instance(conn, holder_id)
 
 
 def build_create_request(
