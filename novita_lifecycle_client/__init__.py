@@ -13,6 +13,7 @@ its client change together and are tested together (tests/client run both).
         instance = await client.create(name="trainer", product_name="RTX 4090 24GB",
                                        template_id=212, idempotency_key="trainer-1")
         instance = await client.wait_until(instance["id"], "ready", timeout=900)
+        plan = await client.plan(name="x", product_name="RTX 4090 24GB", template_id=212)
 
 Receiving notifications: `novita_lifecycle_client.webhooks` (`verify`, `WebhookReceiver`,
 `aiohttp_handler`). Exceptions: `novita_lifecycle_client.errors` (its docstring draws the
@@ -47,6 +48,9 @@ from novita_lifecycle_client.models import (
     Notification,
     NotificationAttempt,
     NotificationDetail,
+    Placement,
+    Plan,
+    PlanCandidate,
     StreamEvent,
 )
 from novita_lifecycle_client.webhooks import (
@@ -82,6 +86,9 @@ __all__ = [
     "Page",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Placement",
+    "Plan",
+    "PlanCandidate",
     "RateLimitedError",
     "RecentIds",
     "ServerError",

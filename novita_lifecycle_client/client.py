@@ -42,6 +42,7 @@ from novita_lifecycle_client.models import (
     InstanceEvent,
     Notification,
     NotificationDetail,
+    Plan,
     StreamEvent,
 )
 from novita_lifecycle_client.sse import messages
@@ -199,6 +200,15 @@ class LifecycleClient:
         return cast(
             Instance, await self._request("POST", "/api/instances", body=body, headers=headers)
         )
+
+    async def plan(self, **fields: Any) -> Plan:
+        """`POST /api/instances?dryRun=true`: where `create(**fields)` would land (region,
+        cluster, product, price per GPU-hour and per hour) and every candidate in the order
+        it would be tried, with the reason for each. Nothing is created; an unknown region,
+        product or template raises `ValidationError` naming each bad field."""
+        body = {camel_case(name): value for name, value in fields.items()}
+        params: QueryParams = [("dryRun", "true")]
+        return cast(Plan, await self._request("POST", "/api/instances", params=params, body=body))
 
     async def get(self, instance_id: str) -> Instance:
         """One instance, by our id or by its Novita id."""

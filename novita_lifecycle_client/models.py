@@ -28,6 +28,36 @@ class PortSpec(TypedDict):
     type: str
 
 
+class Placement(TypedDict):
+    """Where a dry run would create the instance; prices are USD strings."""
+
+    region: str
+    clusterId: str
+    productId: str
+    productName: str
+    pricePerGpuHour: str | None
+    pricePerHour: str | None  # for the request's GPU count
+    rootfsSize: int | None
+
+
+class PlanCandidate(Placement):
+    rank: int | None  # order of creation attempts; None: never tried (see reason)
+    chosen: bool
+    reason: str
+
+
+class Plan(TypedDict):
+    """`POST /api/instances?dryRun=true`: the plan of a create; nothing was created."""
+
+    dryRun: bool
+    chosen: Placement | None  # None: a create would fail now (no capacity)
+    billingMode: str
+    gpuNum: int
+    regionOrder: list[str]
+    candidates: list[PlanCandidate]
+    message: str
+
+
 class Instance(TypedDict):
     id: str
     name: str

@@ -9,7 +9,7 @@ the reconciler, sets them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from service.errors import (
     InstanceNotFoundError,
     ServiceError,
     UpstreamError,
+    ValidationFailedError,
 )
 from service.novita.errors import (
     NovitaCapacityError,
@@ -37,7 +38,9 @@ from service.novita.errors import (
     NovitaTimeoutError,
 )
 from service.presenters import instance_view
+from service.provisioning import preflight
 from service.provisioning.naming import instance_id_from_provider_name
+from service.provisioning.selection import SelectionRequest
 from service.resources import Resources
 
 log = structlog.get_logger(__name__)
@@ -110,6 +113,7 @@ class Lifecycle:
         self.db = resources.database
         self.novita = resources.novita
         self.clock = resources.clock
+        self.caches = resources.caches
 
     def _now(self) -> datetime:
         return self.clock.now()
@@ -128,6 +132,7 @@ class Lifecycle:
             if stored is not None:
                 return Created(stored.status, stored.body, replayed=True)
         try:
+            await self._check_against_catalogue(spec)
             async with self.db.transaction() as conn:
                 now = self._now()
                 result = await repo.insert_instance(conn, spec, now=now)
@@ -143,6 +148,44 @@ class Lifecycle:
             raise
         log.info("instance.accepted", instance_id=result.instance.id, name=spec.name)
         return Created(202, body, replayed=False)
+
+    async def plan(self, spec: InstanceSpec) -> dict[str, Any]:
+        """A dry run: where `spec` would land, at what price, and why; creates nothing.
+        Novita must answer (503 otherwise); a request it can never satisfy is a 422."""
+        request, view = await self._look_up(spec)
+        invalid = preflight.problems(request, spec.template_id, view)
+        if invalid:
+            raise ValidationFailedError(invalid)
+        return preflight.plan(request, view, self.caches.blocks.active())
+
+    async def _check_against_catalogue(self, spec: InstanceSpec) -> None:
+        """422 naming every field Novita's catalogue says can never work. When Novita cannot
+        answer now, the request is accepted: the provisioner checks it again."""
+        try:
+            request, view = await self._look_up(spec)
+        except NovitaError as exc:
+            log.info("instance.validation_deferred", error=exc.code)
+            return
+        invalid = preflight.problems(request, spec.template_id, view)
+        if invalid:
+            raise ValidationFailedError(invalid)
+
+    async def _look_up(
+        self, spec: InstanceSpec
+    ) -> tuple[SelectionRequest, preflight.CatalogueView]:
+        request = SelectionRequest(
+            product_name=spec.product_name,
+            product_id=spec.product_id,
+            billing_mode=spec.billing_mode,
+            gpu_num=spec.gpu_num,
+            rootfs_size=spec.rootfs_size,
+            preferred_region=spec.region,
+            regions=tuple(spec.regions),
+        )
+        view = await preflight.look_up(request, spec.template_id, self.caches)
+        if spec.rootfs_size is None and view.template is not None:
+            request = replace(request, rootfs_size=view.template.rootfs_size)
+        return request, view
 
     # -- reads -----------------------------------------------------------------------------
 

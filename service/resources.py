@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import structlog
@@ -25,6 +25,7 @@ from service.db.migrations import check_schema_is_current, upgrade_to_head
 from service.db.simulator_world import load_world, save_world
 from service.ingest import InboxWriter
 from service.novita import NovitaClient
+from service.provisioning.catalogue import ProvisioningCaches
 from service.settings import Settings
 from service.simulator import Simulator, SimulatorConfig, persistence
 
@@ -44,6 +45,11 @@ class Resources:
     # Readiness probes may reach private/loopback endpoints: set by configuration, and
     # always with the built-in simulator, whose port mappings answer on loopback.
     allow_private_probe_targets: bool = False
+
+    @cached_property
+    def caches(self) -> ProvisioningCaches:
+        """Novita's catalogue, templates and capacity blocks, cached for this process."""
+        return ProvisioningCaches.create(self.novita, self.clock, self.settings)
 
 
 def new_owner_id() -> str:

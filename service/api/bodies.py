@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
@@ -96,7 +97,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value)
+        orjson.dumps(value)  # what the error response is rendered with (64-bit integers)
     except (TypeError, ValueError):
         return repr(value)
     return value

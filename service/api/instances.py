@@ -105,7 +105,19 @@ def _location(instance_id: str) -> str:
     return f"/api/instances/{instance_id}"
 
 
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    if value.lower() in ("true", "1", ""):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise _invalid(name, "must be true or false", value)
+
+
 async def create_instance(request: Request) -> JSONResponse:
+    dry_run = _flag(request, "dryRun")
     data = parse_json_object(await read_body(request))
     body = validate(CreateInstanceBody, data)
     settings = _resources(request).settings
@@ -118,6 +130,9 @@ async def create_instance(request: Request) -> JSONResponse:
         )
     if body.webhook_url is not None:
         await _check_webhook_target(body.webhook_url, settings.allow_private_webhook_targets)
+    if dry_run:
+        # Nothing is created, no Idempotency-Key is used up: the plan only.
+        return JSONResponse(await _lifecycle(request).plan(_spec_from(body)))
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
         raise _invalid("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")

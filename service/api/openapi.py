@@ -158,6 +158,50 @@ INSTANCE_LINKS = {
 }
 
 
+_PLACEMENT = {
+    "region": {"type": "string"},
+    "clusterId": {"type": "string"},
+    "productId": {"type": "string"},
+    "productName": {"type": "string"},
+    "pricePerGpuHour": {**NULLABLE_STRING, "description": "USD per GPU-hour"},
+    "pricePerHour": {**NULLABLE_STRING, "description": "USD per hour for gpuNum GPUs"},
+    "rootfsSize": NULLABLE_INT,
+}
+PLAN = {
+    "type": "object",
+    "description": "`POST /api/instances?dryRun=true`: where the request would land; "
+    "nothing is created",
+    "required": ["dryRun", "chosen", "billingMode", "gpuNum", "regionOrder", "candidates"],
+    "properties": {
+        "dryRun": {"const": True},
+        "chosen": {
+            "oneOf": [
+                {"type": "object", "required": list(_PLACEMENT), "properties": _PLACEMENT},
+                {"type": "null"},
+            ]
+        },
+        "billingMode": {"type": "string"},
+        "gpuNum": {"type": "integer"},
+        "regionOrder": {"type": "array", "items": {"type": "string"}},
+        "candidates": {
+            "type": "array",
+            "description": "every region x product considered, in the order tried",
+            "items": {
+                "type": "object",
+                "required": [*_PLACEMENT, "rank", "chosen", "reason"],
+                "properties": {
+                    **_PLACEMENT,
+                    "rank": {**NULLABLE_INT, "description": "null: never tried"},
+                    "chosen": {"type": "boolean"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+        "message": {"type": "string"},
+    },
+}
+
+
 def _page(item: str) -> dict[str, Any]:
     return {
         "type": "object",
@@ -244,6 +288,7 @@ def build_document() -> dict[str, Any]:
         "Event": EVENT,
         "Notification": NOTIFICATION,
         "InstancePage": _page("Instance"),
+        "Plan": PLAN,
         "NotificationPage": _page("Notification"),
     }
     create = {"schema": _body_schema(CreateInstanceBody, components)}
@@ -306,11 +351,21 @@ def build_document() -> dict[str, Any]:
             "post": _operation(
                 "Create an instance",
                 {
+                    "200": _json("Plan", "With dryRun=true: the plan; nothing is created"),
                     "202": {**_json("Instance", "Accepted: pending"), "links": INSTANCE_LINKS},
-                    **_errors(400, 401, 409, 413, 422),
+                    **_errors(400, 401, 409, 413, 422, 503),
                 },
                 body=create,
-                parameters=[_header("Idempotency-Key", "Replays the stored response")],
+                parameters=[
+                    _header("Idempotency-Key", "Replays the stored response"),
+                    _query(
+                        "dryRun",
+                        "true: answer 200 with the plan (region, product, price, every "
+                        "candidate and why) and create nothing",
+                        type="string",
+                        enum=["true", "false"],
+                    ),
+                ],
             ),
             "get": _operation(
                 "List instances, newest first",

@@ -9,9 +9,13 @@ losing it on restart only costs a few extra calls.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from service.clock import Clock
 from service.novita import Cluster, NovitaClient, Product
 from service.provisioning.selection import Block
+from service.provisioning.templates import TemplateCache
+from service.settings import Settings
 
 
 class CatalogueCache:
@@ -60,3 +64,21 @@ class CapacityBlocks:
         for key in [key for key, until in self._until.items() if until <= now]:
             del self._until[key]
         return frozenset(self._until)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningCaches:
+    """One set per process, shared by the provisioner and request-time checks (validation,
+    dry runs), so both see the same catalogue, templates and capacity blocks."""
+
+    catalogue: CatalogueCache
+    templates: TemplateCache
+    blocks: CapacityBlocks
+
+    @classmethod
+    def create(cls, novita: NovitaClient, clock: Clock, settings: Settings) -> ProvisioningCaches:
+        return cls(
+            catalogue=CatalogueCache(novita, clock, settings.catalogue_cache_seconds),
+            templates=TemplateCache(novita, clock, settings.template_cache_seconds),
+            blocks=CapacityBlocks(clock, settings.capacity_block_seconds),
+        )

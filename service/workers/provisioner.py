@@ -58,8 +58,9 @@ from service.novita import (
     NovitaUnavailableError,
 )
 from service.novita import Instance as ProviderInstance
-from service.provisioning.catalogue import CapacityBlocks, CatalogueCache
+from service.provisioning.catalogue import CapacityBlocks, CatalogueCache, ProvisioningCaches
 from service.provisioning.naming import id_marker, instance_id_from_provider_name, provider_name
+from service.provisioning.preflight import look_up, problems
 from service.provisioning.selection import (
     Candidate,
     SelectionRequest,
@@ -85,6 +86,7 @@ CUDA_INCOMPATIBLE = "cuda_version_incompatible"
 NO_MATCHING_PRODUCT = "no_matching_product"
 NO_IMAGE = "no_image"
 PROVIDER_ID_CONFLICT = "provider_id_conflict"
+INVALID_REQUEST = "invalid_request"
 
 
 class _Settled(Exception):
@@ -135,6 +137,7 @@ class Provisioner:
         self.catalogue = catalogue or CatalogueCache(novita, clock, ttl=30.0)
         self.templates = templates or TemplateCache(novita, clock, ttl=300.0)
         self.blocks = blocks or CapacityBlocks(clock, ttl=300.0)
+        self._caches = ProvisioningCaches(self.catalogue, self.templates, self.blocks)
         self.paused = False  # True while the breaker is open: shown by /health
         self._deferrals: dict[str, int] = {}
 
@@ -148,9 +151,9 @@ class Provisioner:
             # Resources built by hand (tests) may have no owner: claims still need one.
             owner=resources.owner or new_owner_id(),
             config=ProvisionerConfig.from_settings(s),
-            catalogue=CatalogueCache(resources.novita, resources.clock, s.catalogue_cache_seconds),
-            templates=TemplateCache(resources.novita, resources.clock, s.template_cache_seconds),
-            blocks=CapacityBlocks(resources.clock, s.capacity_block_seconds),
+            catalogue=resources.caches.catalogue,
+            templates=resources.caches.templates,
+            blocks=resources.caches.blocks,
         )
 
     async def run_once(self) -> int:
@@ -199,14 +202,28 @@ class Provisioner:
         if instance.submitted_at is not None:
             await self._look_before_creating(instance, instance.submitted_at)
         launch = await self._launch_spec(instance)
-        products = await self.catalogue.products(instance.billing_mode)
-        clusters = await self.catalogue.clusters()
         request = SelectionRequest.for_instance(instance, launch.rootfs_size)
+        view = await look_up(request, None, self._caches)  # (the template is checked above)
+        # Requests accepted while Novita could not be reached are validated here.
+        invalid = problems(request, None, view)
+        if invalid:
+            product_fields = {"productName", "productId", "billingMode"}
+            reason = (
+                NO_MATCHING_PRODUCT
+                if any(p["field"] in product_fields for p in invalid)
+                else INVALID_REQUEST
+            )
+            log.warning("provision.invalid_request", instance_id=instance.id, reason=reason)
+            message = "; ".join(p["message"] for p in invalid)
+            await self._fail(instance, reason, {"message": message, "fields": invalid})
+            return
+        products, clusters = view.products, view.clusters
         candidates = select_candidates(request, products, clusters, blocked=self.blocks.active())
         if not candidates:
             reason = NO_CAPACITY if any_product_matches(request, products) else NO_MATCHING_PRODUCT
             log.warning("provision.no_candidate", instance_id=instance.id, reason=reason)
-            await self._fail(instance, reason, {"message": _no_candidate_message(reason)})
+            message = _no_candidate_message(reason, request)
+            await self._fail(instance, reason, {"message": message})
             return
         attempts: list[dict[str, Any]] = []
         incompatible: set[str] = set()  # product ids Novita refused for their CUDA version
@@ -663,10 +680,18 @@ def _error_detail(error: NovitaError) -> dict[str, Any]:
     return {"code": error.code, "reason": error.reason, "message": error.message}
 
 
-def _no_candidate_message(reason: str) -> str:
+def _no_candidate_message(reason: str, request: SelectionRequest) -> str:
     if reason == NO_MATCHING_PRODUCT:
-        return "Novita offers no product of that name (or id) with that billing mode"
-    return "no region has a deployable product that fits the request right now"
+        what = (
+            f"with id {request.product_id!r}"
+            if request.product_id
+            else f"named {request.product_name!r}"
+        )
+        return f"Novita offers no product {what} with billing mode {request.billing_mode!r}"
+    return (
+        f"no region has a deployable {request.product_id or request.product_name!r} "
+        f"({request.billing_mode}, {request.gpu_num} GPU) that fits the request right now"
+    )
 
 
 def build_provisioner_loop(resources: Resources) -> WorkerLoop:

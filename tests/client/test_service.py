@@ -174,3 +174,22 @@ async def test_reports_when_the_service_has_them(client: LifecycleClient) -> Non
     assert invalid.value.fields[0]["field"] == "groupBy"
     with pytest.raises(NotFoundError):
         await client.report("no-such-report")
+
+
+async def test_plan_shows_where_a_create_would_land_and_creates_nothing(
+    client: LifecycleClient,
+) -> None:
+    name = unique("plan")
+    plan = await client.plan(name=name, gpu_num=2, region="CN-HK-01", **SPEC)
+    assert plan["dryRun"] is True
+    chosen = plan["chosen"]
+    assert chosen is not None
+    assert (chosen["region"], chosen["productId"]) == ("CN-HK-01", "4090.16c96g.v2")
+    assert (chosen["pricePerGpuHour"], chosen["pricePerHour"]) == ("0.38", "0.76")
+    assert plan["candidates"][0]["chosen"] and plan["candidates"][0]["rank"] == 1
+    assert [i async for i in client.list(name=name)] == [], "nothing was created"
+
+    with pytest.raises(ValidationError) as caught:
+        await client.plan(name=name, product_name="RTX 4090", template_id="212", region="MARS")
+    fields = {f["field"] for f in caught.value.details["fields"]}
+    assert fields == {"productName", "region"}
