@@ -206,8 +206,11 @@ def plan(
     rows: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
     rank = 0
+    clusters = {c.name: c for c in view.clusters if c.name}
     for ranked in rank_candidates(request, view.products, view.clusters, blocked=blocked):
-        if ranked.skipped == NOT_OFFERED_HERE:
+        if ranked.skipped == NOT_OFFERED_HERE or not ranked.product.offered_in(
+            clusters[ranked.region]
+        ):
             continue  # not sold in that region at all: not worth a line
         row = _row(ranked, request)
         if ranked.skipped is None:
