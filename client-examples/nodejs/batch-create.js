@@ -8,7 +8,8 @@
 // WEBHOOK_URL, WAIT_FOR (default ready; `none` = only create), WAIT_TIMEOUT (seconds per
 // instance, default 900), POLL_MAX_DELAY (default 5), DELETE_AFTER=true.
 // Per-instance lines on stderr; the summary as one JSON line on stdout:
-// {"batch", "requested", "outcomes": {"ready": 5}, "instances": [...]}. Exit 0 if all succeeded.
+// {"batch", "requested", "outcomes": {"ready": 5}, "instances": [...]}. Exit 0 if all succeeded;
+// Ctrl-C or SIGTERM prints the summary so far (unfinished ones `interrupted`) and exits 4.
 
 import { randomBytes } from 'node:crypto';
 import {
@@ -49,8 +50,26 @@ const queue = [];
 const acquire = () => (free > 0 ? (free--, Promise.resolve()) : new Promise((resolve) => queue.push(resolve)));
 const release = () => (queue.length ? queue.shift()() : free++);
 
+// Every instance's result, filled in as it finishes: what a stop reports.
+const results = Array.from({ length: size }, (_, i) => ({ n: i + 1, id: null, outcome: 'interrupted' }));
+
+function summary() {
+  const outcomes = {};
+  for (const { outcome } of results) outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+  console.log(JSON.stringify({ batch: batchId, requested: size, outcomes, instances: results }));
+  return outcomes;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    console.error('stopping: summarising what finished');
+    summary();
+    process.exit(4);
+  });
+}
+
 async function createOne(n) {
-  const result = { n, id: null };
+  const result = results[n - 1];
   try {
     await acquire();
     let created;
@@ -79,14 +98,12 @@ async function createOne(n) {
 }
 
 console.error(`creating ${size} instance(s) as ${batchId}`);
-const results = await Promise.all(Array.from({ length: size }, (_, i) => createOne(i + 1)));
+await Promise.all(results.map(({ n }) => createOne(n)));
 if (truthy('DELETE_AFTER')) {
   for (const { id } of results.filter((r) => r.id)) {
     await client.delete(id).catch((error) => console.error(`delete ${id}: ${error.message}`));
   }
 }
-const outcomes = {};
-for (const { outcome } of results) outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
-console.log(JSON.stringify({ batch: batchId, requested: size, outcomes, instances: results }));
+const outcomes = summary();
 const wanted = waitFor === 'none' ? 'created' : waitFor;
 process.exitCode = Object.keys(outcomes).every((o) => o === wanted) ? 0 : 1;

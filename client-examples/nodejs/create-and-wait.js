@@ -7,7 +7,8 @@
 // (default ready; `running` skips the readiness probe), WAIT_TIMEOUT (seconds, default 900),
 // POLL_MAX_DELAY (longest gap between polls, seconds, default 5), DELETE_AFTER=true.
 // Progress on stderr, the final instance as one JSON line on stdout. Exit code 0 when the
-// status was reached, 1 failed or timed out, 2 configuration error, 3 refused/unreachable.
+// status was reached, 1 failed or timed out, 2 configuration error, 3 refused/unreachable,
+// 4 stopped by Ctrl-C or SIGTERM (the instance as last seen is printed; it keeps going).
 
 import { randomBytes } from 'node:crypto';
 import { LifecycleClient, ServiceAPIError, TransportError, WaitError } from './lib/client.js';
@@ -27,13 +28,27 @@ const fields = {
 };
 
 let seen = null;
+let last = null; // the instance as last seen: what a stop reports
 const onPoll = (instance) => {
+  last = instance;
   if (instance.status !== seen) console.error(`  ${new Date().toISOString()} ${instance.id} is ${(seen = instance.status)}`);
 };
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    if (last) {
+      console.error(`interrupted: ${last.id} is ${last.status} (it keeps going)`);
+      console.log(JSON.stringify(last));
+    } else {
+      console.error('interrupted before the instance was created');
+    }
+    process.exit(4);
+  });
+}
 
 try {
   // The name doubles as the idempotency key: rerunning after a lost answer is safe.
   const created = await client.create(JSON.parse(JSON.stringify(fields)), { idempotencyKey: `create-${name}` });
+  last = created;
   console.error(`created ${created.id} (${name}); waiting until ${waitFor}`);
   const instance = await client.waitUntil(created.id, waitFor, {
     timeoutMs: Number(env('WAIT_TIMEOUT', '900')) * 1000,

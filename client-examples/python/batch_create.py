@@ -13,14 +13,17 @@ DELETE_AFTER=true. WEBHOOK_SECRET is not needed here.
 One line per instance as it finishes on stderr, then the summary as one JSON line on
 stdout: `{"requested": N, "outcomes": {"ready": 4, "failed": 1}, "instances": [...]}`.
 Outcomes: the awaited status, `created` (WAIT_FOR=none), `failed`, `deleted`, `timeout`,
-or `error:<CODE>` when the service refused the create. Exit code 0 if all succeeded.
+`error:<CODE>` when the service refused the create, or `interrupted` (Ctrl-C or SIGTERM:
+the summary is still printed, exit code 4). Exit code 0 if all succeeded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import uuid
 from collections import Counter
@@ -84,6 +87,9 @@ async def create_one(
     except TransportError as exc:
         result["outcome"] = "error:TRANSPORT"
         result["reason"] = exc.message
+    except asyncio.CancelledError:
+        # Stopped by Ctrl-C or SIGTERM (main cancels only these tasks): report, don't raise.
+        result["outcome"] = "interrupted"
     print(f"#{number} {result['id']}: {result['outcome']}", file=sys.stderr, flush=True)
     return result
 
@@ -110,8 +116,8 @@ async def main() -> int:
     backoff = Backoff(max_delay=float(env("POLL_MAX_DELAY", "5")))
     async with LifecycleClient(base_url, api_key, backoff=backoff) as client:
         print(f"creating {size} instance(s) as {batch_id}", file=sys.stderr, flush=True)
-        results = await asyncio.gather(
-            *(
+        tasks = [
+            asyncio.create_task(
                 create_one(
                     client,
                     number,
@@ -121,9 +127,24 @@ async def main() -> int:
                     wait_for=wait_for,
                     wait_timeout=timeout,
                 )
-                for number in range(1, size + 1)
             )
-        )
+            for number in range(1, size + 1)
+        ]
+
+        def stop() -> None:
+            print("stopping: summarising what finished", file=sys.stderr, flush=True)
+            for task in tasks:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                asyncio.get_running_loop().add_signal_handler(signum, stop)
+        finished = await asyncio.gather(*tasks, return_exceptions=True)
+        results: list[dict[str, Any]] = [
+            # A task stopped before it began has no result of its own.
+            {"n": n, "id": None, "outcome": "interrupted"} if isinstance(r, BaseException) else r
+            for n, r in enumerate(finished, start=1)
+        ]
         if os.environ.get("DELETE_AFTER", "").lower() in {"1", "true", "yes"}:
             for result in results:
                 if result["id"]:
@@ -135,6 +156,8 @@ async def main() -> int:
     summary = {"batch": batch_id, "requested": size, "outcomes": dict(outcomes)}
     print(json.dumps({**summary, "instances": results}), flush=True)
     wanted = {"created"} if wait_for == "none" else {wait_for}
+    if "interrupted" in outcomes:
+        return 4
     return 0 if set(outcomes) <= wanted else 1
 
 

@@ -12,14 +12,17 @@ here: the service signs, the receiver verifies.
 
 Prints progress to stderr and the final instance as one JSON line on stdout. Exit code 0
 when the status was reached, 1 if the instance failed or the wait timed out, 2 for a
-configuration error, 3 if the service refused the request.
+configuration error, 3 if the service refused the request, 4 if stopped by Ctrl-C or
+SIGTERM (the instance as last seen is printed; it keeps running at the service).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -61,11 +64,26 @@ async def main() -> int:
             fields[field] = os.environ[variable]
 
     last_status: list[str] = []
+    last_seen: list[Instance] = []
 
     def on_poll(instance: Instance) -> None:
+        last_seen[:] = [instance]
         if not last_status or last_status[-1] != instance["status"]:
             last_status.append(instance["status"])
             progress(f"  {time.strftime('%H:%M:%S')} {instance['id']} is {instance['status']}")
+
+    # Ctrl-C or SIGTERM cancels the work; the summary below still runs.
+    stopped = asyncio.Event()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def stop() -> None:
+        stopped.set()
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signum, stop)
 
     backoff = Backoff(max_delay=float(env("POLL_MAX_DELAY", "5")))
     async with LifecycleClient(base_url, api_key, backoff=backoff) as client:
@@ -73,6 +91,7 @@ async def main() -> int:
             # The name doubles as the idempotency key: running this again after a lost
             # answer returns the same instance instead of creating a second one.
             created = await client.create(**fields, idempotency_key=f"create-{name}")
+            last_seen[:] = [created]
             progress(f"created {created['id']} ({name}); waiting until {wait_for}")
             instance = await client.wait_until(
                 created["id"], wait_for, timeout=timeout, on_poll=on_poll
@@ -88,6 +107,17 @@ async def main() -> int:
         except TransportError as exc:
             progress(f"cannot reach {base_url}: {exc}")
             return 3
+        except asyncio.CancelledError:
+            if not stopped.is_set():
+                raise
+            task.uncancel()
+            if last_seen:
+                seen = last_seen[0]
+                progress(f"interrupted: {seen['id']} is {seen['status']} (it keeps going)")
+                print(json.dumps(seen), flush=True)
+            else:
+                progress("interrupted before the instance was created")
+            return 4
         progress(f"{instance['id']} is {instance['status']}: {instance['portMappings']}")
         print(json.dumps(instance), flush=True)
         if os.environ.get("DELETE_AFTER", "").lower() in {"1", "true", "yes"}:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -290,3 +291,65 @@ def test_the_node_kit_unit_tests_pass(node: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# fail 0" in result.stdout
+
+
+# --- stopping the slow examples part-way: SIGTERM, then their summary --------------------------
+
+
+async def interrupted(
+    name: str, command: list[str], env: dict[str, str], directory: Path, marker: str
+) -> tuple[int, str, str]:
+    """Start an example, SIGTERM it once `marker` is on its stderr, collect its output."""
+    run = start(name, command, env, directory)
+    try:
+        async with asyncio.timeout(LINE_TIMEOUT):
+            while marker not in run.stderr.read_text():
+                assert run.process.poll() is None, run.stderr.read_text()
+                await asyncio.sleep(0.05)
+        run.process.send_signal(signal.SIGTERM)
+        return run.finish(timeout=15)
+    finally:
+        run.stop()
+
+
+def _interrupt_commands() -> list[Any]:
+    commands = [
+        ("python-create", [sys.executable, str(PYTHON / "create_and_wait.py")]),
+        ("python-batch", [sys.executable, str(PYTHON / "batch_create.py")]),
+    ]
+    node = shutil.which("node")
+    if node is not None:
+        commands += [
+            ("node-create", [node, str(NODE / "create-and-wait.js")]),
+            ("node-batch", [node, str(NODE / "batch-create.js")]),
+        ]
+    return [pytest.param(name, command, id=name) for name, command in commands]
+
+
+@pytest.mark.parametrize(("name", "command"), _interrupt_commands())
+async def test_the_slow_examples_stop_on_sigterm_with_their_summary(
+    name: str,
+    command: list[str],
+    lifecycle_service: RunningService,
+    client: LifecycleClient,
+    tmp_path: Path,
+) -> None:
+    tag = f"{name}-{uuid.uuid4().hex[:6]}"
+    # Waiting for `stopped` never ends on its own: only the signal stops these runs.
+    env = lifecycle_service.example_env(WAIT_FOR="stopped", WAIT_TIMEOUT="600")
+    if name.endswith("batch"):
+        env |= {"BATCH_SIZE": "3", "CONCURRENCY": "3", "BATCH_ID": tag}
+        code, stdout, stderr = await interrupted(name, command, env, tmp_path, "creating 3")
+        summary = json.loads(stdout.strip().splitlines()[-1])
+        assert summary["batch"] == tag and summary["requested"] == 3
+        assert summary["outcomes"] == {"interrupted": 3}, summary
+        assert sorted(result["n"] for result in summary["instances"]) == [1, 2, 3]
+    else:
+        env["INSTANCE_NAME"] = tag
+        code, stdout, stderr = await interrupted(name, command, env, tmp_path, "created ")
+        instance = json.loads(stdout.strip().splitlines()[-1])
+        assert instance["name"] == tag
+        assert (await client.get(instance["id"]))["name"] == tag
+        assert f"interrupted: {instance['id']} is " in stderr
+    assert code == 4, stderr
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
