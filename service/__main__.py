@@ -88,7 +88,7 @@ def run_database_step(settings: Settings, migrate: bool) -> str:
 )
 @click.version_option(__version__, prog_name="novita-lifecycle")
 def cli() -> None:
-    """Manage GPU instances on Novita.ai: serve the API and workers, migrate, simulate."""
+    """Manage GPU instances on Novita.ai: serve the API and workers, migrate, simulate, report."""
 
 
 @cli.command()
@@ -179,9 +179,14 @@ def worker(simulator: bool, migrate_first: bool) -> None:
     asyncio.run(run_workers(settings))
 
 
+# Fields that are arguments, not options, of the command that reports them.
+_ARGUMENTS = {"name": "NAME"}
+
+
 def _field_errors(exc: ValidationFailedError) -> str:
     return "; ".join(
-        f"--{str(item['field']).replace('_', '-')}: {item['message']}"
+        f"{_ARGUMENTS.get(str(item['field'])) or '--' + str(item['field']).replace('_', '-')}: "
+        f"{item['message']}"
         + (f" (got {item['value']!r})" if item.get("value") is not None else "")
         for item in exc.fields
     )

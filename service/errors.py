@@ -115,9 +115,11 @@ class IllegalTransitionError(DomainError):
 
     code = "ILLEGAL_TRANSITION"
 
-    def __init__(self, instance_id: str, current: str, requested: str) -> None:
+    def __init__(
+        self, instance_id: str, current: str, requested: str, message: str | None = None
+    ) -> None:
         super().__init__(
-            f"instance {instance_id} is {current}; it cannot become {requested}",
+            message or f"instance {instance_id} is {current}; it cannot become {requested}",
             instanceId=instance_id,
             currentStatus=current,
             requestedStatus=requested,

@@ -204,7 +204,7 @@ class Lifecycle:
         source: EventSource = EventSource.API,
         reason: str | None = None,
     ) -> Instance:
-        instance = await self._for_action(id_or_novita_id, START_FROM, Status.STARTING)
+        instance = await self._for_action(id_or_novita_id, "start", START_FROM, Status.STARTING)
         asked = _Asked("start", "start_requested", Status.STARTING, source, reason, None)
         try:
             confirmed = await self._ask(instance, asked, self.novita.start_instance)
@@ -235,13 +235,15 @@ class Lifecycle:
         reason: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> Instance:
-        instance = await self._for_action(id_or_novita_id, STOP_FROM, Status.STOPPING)
+        instance = await self._for_action(id_or_novita_id, "stop", STOP_FROM, Status.STOPPING)
         asked = _Asked("stop", "stop_requested", Status.STOPPING, source, reason, detail)
         confirmed = await self._ask(instance, asked, self.novita.stop_instance)
         return await self._move(instance, asked, confirmed)
 
     async def restart(self, id_or_novita_id: str) -> Instance:
-        instance = await self._for_action(id_or_novita_id, RESTART_FROM, Status.STARTING)
+        instance = await self._for_action(
+            id_or_novita_id, "restart", RESTART_FROM, Status.STARTING
+        )
         asked = _Asked("restart", "restart_requested", Status.STARTING, EventSource.API)
         confirmed = await self._ask(instance, asked, self.novita.restart_instance)
         return await self._move(instance, asked, confirmed)
@@ -277,11 +279,20 @@ class Lifecycle:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _for_action(
-        self, id_or_novita_id: str, allowed_from: frozenset[Status], target: Status
+        self,
+        id_or_novita_id: str,
+        action: str,
+        allowed_from: frozenset[Status],
+        target: Status,
     ) -> Instance:
         instance = await self.get(id_or_novita_id)
         if instance.status not in allowed_from or instance.novita_instance_id is None:
-            raise IllegalTransitionError(instance.id, instance.status.value, target.value)
+            raise IllegalTransitionError(
+                instance.id,
+                instance.status.value,
+                target.value,
+                _refusal(instance, action, allowed_from),
+            )
         return instance
 
     async def _ask(
@@ -470,3 +481,22 @@ class Lifecycle:
             return "removed"
         except NovitaError:
             return None
+
+
+def _refusal(instance: Instance, action: str, allowed_from: frozenset[Status]) -> str:
+    """Why `action` cannot be done now, and what to do instead, in words."""
+    status = instance.status
+    allowed = " or ".join(sorted(s.value for s in allowed_from))
+    said = f"instance {instance.id} is {status.value}"
+    if action == "restart" and status in START_FROM:
+        return f"{said}: only a running or ready instance can be restarted; start it instead"
+    if action == "start" and status in (Status.RUNNING, Status.READY, Status.STARTING):
+        return f"{said}: it is already running or on its way"
+    if action == "stop" and status in (Status.STOPPED, Status.STOPPING):
+        return f"{said}: it is already stopped or on its way"
+    if status in allowed_from:  # allowed, but never reached Novita
+        return f"{said} but was never created at Novita; nothing to {action}"
+    if instance.is_terminal:
+        done = {"start": "started", "stop": "stopped", "restart": "restarted"}[action]
+        return f"{said}: a {status.value} instance cannot be {done}; create a new one"
+    return f"{said}: {action} needs an instance that is {allowed}; try again when it is"

@@ -82,6 +82,15 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
             if error["type"] != "missing" and "input" in error:
                 entry["value"] = _jsonable(error["input"])
             fields.append(entry)
+        # Rules across fields that hold even for a body pydantic refused (all at once).
+        raw_problems = getattr(model, "raw_problems", None)
+        if callable(raw_problems):
+            named = {entry["field"] for entry in fields}
+            fields += [
+                {"field": field, "message": message}
+                for field, message in raw_problems(data)
+                if field not in named
+            ]
         raise ValidationFailedError(fields) from None
     problems = getattr(result, "problems", None)
     found: list[tuple[str, str]] = problems() if callable(problems) else []

@@ -8,6 +8,7 @@ billingMode`) and the Novita string form of ports (`"8888/http,22/tcp"`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -140,7 +141,10 @@ class CreateInstanceBody(_Body):
         },
     )
 
-    name: Annotated[str, Field(pattern=_NAME.pattern), AfterValidator(_check_name)]
+    # The pattern is documented, not enforced by pydantic: `_check_name` says it in words.
+    name: Annotated[
+        str, Field(json_schema_extra={"pattern": _NAME.pattern}), AfterValidator(_check_name)
+    ]
     product_name: str | None = Field(
         default=None, alias="productName", min_length=1, max_length=255
     )
@@ -173,6 +177,17 @@ class CreateInstanceBody(_Body):
     readiness: Readiness | None = None
     auto_stop: AutoStop | None = Field(default=None, alias="autoStop")
     on_interruption: OnInterruption | None = Field(default=None, alias="onInterruption")
+
+    @staticmethod
+    def raw_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The rules that need no valid body: reported with the other errors of a bad one,
+        so `{}` names every required field at once."""
+        found: list[tuple[str, str]] = []
+        if not data.get("productName") and not data.get("productId"):
+            found.append(("productName", "productName or productId is required"))
+        if not data.get("templateId") and not data.get("imageUrl"):
+            found.append(("templateId", "templateId or imageUrl is required"))
+        return found
 
     def problems(self) -> list[tuple[str, str]]:
         """Rules across fields, reported against the field a client should fix."""

@@ -101,6 +101,7 @@ class Notifier:
         self._clock = clock
         self.owner = owner
         self.schedule = schedule or RetrySchedule(settings.webhook_retry_schedule)
+        self._no_target_noted = False
         secret = settings.webhook_secret
         self._key = decode_webhook_secret(secret.get_secret_value()) if secret else None
         self._default_url = settings.webhook_url
@@ -221,7 +222,17 @@ class Notifier:
         self.stats.cancelled += len(disabled)
         self.stats.dead_lettered += len(unsigned)
         for notification_id in no_target:
-            log.warning("notify.no_target", notification_id=notification_id)
+            # Normal when nobody asked to be told (a default `make run`): said once, at info.
+            if self._no_target_noted:
+                log.debug("notify.no_target", notification_id=notification_id)
+            else:
+                self._no_target_noted = True
+                log.info(
+                    "notify.no_target",
+                    notification_id=notification_id,
+                    note="neither the instance's webhookUrl nor WEBHOOK_URL is set: "
+                    "notifications are recorded, not sent (further ones at debug level)",
+                )
         for notification_id in unsigned:
             log.error("notify.dead_letter", notification_id=notification_id, error=NO_SECRET_ERROR)
         deliver = [(row, chosen_urls[row.id]) for row in claimed]

@@ -472,3 +472,19 @@ async def test_listing_pages_filters_and_redelivery_rules(
 async def outbox_db_all(database: Database) -> list[Any]:
     async with database.read() as conn:
         return list((await outbox_db.list_notifications(conn, limit=100)).items)
+
+
+async def test_no_target_is_said_once_at_info_not_a_warning_per_change(
+    database: Database, clock: ManualClock, notifier: Notifier
+) -> None:
+    """A default `make run` has no webhook target: that is normal, not a warning each time."""
+    first = await create_instance(database, clock, None, name="one")
+    await create_instance(database, clock, None, name="two")
+    with capture_logs() as logs:
+        await drain(notifier)
+        await move(database, clock, first, Status.PROVISIONING)
+        await drain(notifier)
+    said = [entry for entry in logs if entry["event"] == "notify.no_target"]
+    assert len(said) == 3
+    assert [entry["log_level"] for entry in said] == ["info", "debug", "debug"]
+    assert "WEBHOOK_URL" in said[0]["note"]
