@@ -82,7 +82,8 @@ def is_legal_transition(current: Status, target: Status) -> bool:
     return target in LEGAL_TRANSITIONS[current]
 
 
-# Notification event type per target status (DESIGN §7); others are `instance.status_changed`.
+# Notification event type per target status (README: notifications); others are
+# `instance.status_changed`.
 _NOTIFICATION_TYPES = {
     Status.PENDING: "instance.created",
     Status.PROVISIONING: "instance.provisioning",

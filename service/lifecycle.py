@@ -47,7 +47,7 @@ log = structlog.get_logger(__name__)
 
 # Novita statuses that show an action took effect (it is at, or on its way to, the target):
 # a repeat whose first answer was lost is told "invalid state change", and these make it a
-# success after all (novita-api.md §0, §5.8).
+# success after all (docs/novita-facts.md).
 CONFIRMING_STATUSES = {
     "start": frozenset({"toStart", "starting", "pulling", "running"}),
     "stop": frozenset({"toStop", "stopping", "exited"}),

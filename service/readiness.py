@@ -1,4 +1,4 @@
-"""Readiness probes: does an instance's app answer on its port mappings (DESIGN §5)?
+"""Readiness probes: does an instance's app answer on its port mappings (docs/lifecycle.md)?
 
 - Which endpoints: the ports named by the instance's readiness config (`{"ports": [...],
   "path": "/"}`); by default every HTTP port mapping, or every TCP one when it has no HTTP

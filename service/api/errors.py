@@ -1,4 +1,4 @@
-"""The one table that turns exceptions into HTTP answers (DESIGN §8 error body).
+"""The one table that turns exceptions into HTTP answers (README: errors).
 
 `ServiceError`s are expected failures and map to their status; Starlette's HTTP exceptions
 (unknown route, wrong method) keep theirs; anything else is a bug: logged with its

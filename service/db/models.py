@@ -1,4 +1,4 @@
-"""The SQL schema (DESIGN §4) as SQLAlchemy Core tables; Alembic migrations mirror it.
+"""The SQL schema (docs/data-model.md) as SQLAlchemy Core tables; Alembic migrations mirror it.
 
 Constraint names come from the naming convention so that migrations, IntegrityError handling
 and both databases agree on them.

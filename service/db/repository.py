@@ -1,6 +1,6 @@
 """Instances, their event history and the outbox: all SQL for them, returning domain objects.
 
-`change_status` is the single state-change function (DESIGN §2): the new status, the
+`change_status` is the single state-change function (docs/architecture.md): the new status, the
 `instance_events` row and the outbox row are written in the caller's transaction, guarded
 by the legal-transition table. The instance row is locked first (`FOR UPDATE` on
 PostgreSQL; SQLite writers hold the database write lock from `BEGIN IMMEDIATE`), and the

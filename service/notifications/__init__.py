@@ -1,4 +1,4 @@
-"""Outbound notifications (DESIGN §7): signed, retried delivery of outbox rows to clients.
+"""Outbound notifications (README): signed, retried delivery of outbox rows to clients.
 
     models.py    frozen records: a notification, its attempts, a claimed row, a delivery result
     errors.py    the domain errors the REST API maps (target refused, not found, pending, cursor)

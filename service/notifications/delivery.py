@@ -1,6 +1,6 @@
 """One delivery attempt: POST the signed body, turn whatever happens into a `DeliveryResult`.
 
-Outcome rules (DESIGN §7): 2xx delivered; 410 gone (stop sending to that URL); any other
+Outcome rules (README: notifications): 2xx delivered; 410 gone (stop sending to that URL); any other
 status, including 3xx (redirects are never followed: a redirect could point anywhere,
 e.g. at an internal address), a timeout or a connection error is a failed attempt. A
 target refused by the SSRF rules is a `refused` attempt, recorded like a failure.

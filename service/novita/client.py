@@ -19,7 +19,7 @@ Retry safety, per method (retried = up to `max_attempts` on 5xx, timeout, networ
                                                  the provisioner looks it up by name first
     migrate_instance                    no       starts a migration job; not safely repeatable
 
-Readings of the API the client finds out or tolerates (novita-api.md §0):
+Readings of the API the client finds out or tolerates (docs/novita-facts.md):
 
 - List page base: `pageNum` 0 or 1 may be the first page. The first listing of a process
   reads pages 0 and 1 and compares them (the same instances: 0 is an alias of 1, the base

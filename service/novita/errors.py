@@ -57,7 +57,7 @@ CAPACITY_REASONS = frozenset({"INSUFFICIENT_RESOURCE", "MIGRATE_INSUFFICIENT_RES
 INVALID_STATE_REASONS = frozenset({"CONFLICT"})
 INVALID_STATE_MESSAGE = "invalid state change"
 CUDA_INCOMPATIBLE_REASON = "CUDA_VERSION_INCOMPATIBLE"
-# Tokens looked for in `message` when a body carries no `reason` (novita-api.md §0, §7).
+# Tokens looked for in `message` when a body carries no `reason` (docs/novita-facts.md).
 KNOWN_REASONS = (
     NOT_FOUND_REASONS
     | CAPACITY_REASONS

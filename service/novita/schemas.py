@@ -1,6 +1,6 @@
 """Typed, frozen views of Novita's JSON, parsed at the client boundary.
 
-Novita's wire format is loose (novita-api.md §3, §10): numbers arrive as strings, `""` means
+Novita's wire format is loose (docs/novita-facts.md): numbers arrive as strings, `""` means
 null, templates say `Id` where everything else says `id`, timestamps are Unix-second strings,
 and prices are integers (or strings) in 1/100,000 USD. These models absorb all of that, ignore
 fields they do not know, and never keep credentials: a registry auth drops its password, and
@@ -183,7 +183,7 @@ class Product(NovitaModel):
     @classmethod
     def _region_names(cls, value: Any) -> Any:
         """Regions arrive as display names, bare codes, cluster ids or objects
-        (novita-api.md §0, §5.2): every string an item carries is kept."""
+        (docs/novita-facts.md): every string an item carries is kept."""
         value = _to_tuple(value)
         if isinstance(value, str):
             value = (value,)
@@ -390,7 +390,7 @@ def format_ports(ports: Iterable[PortSpec | tuple[int, str]]) -> str:
 
 
 class CreateInstanceRequest(NovitaModel):
-    """Body of `POST /gpu/instance/create` (novita-api.md §5.5); Novita validates the rest."""
+    """Body of `POST /gpu/instance/create` (docs/novita-facts.md); Novita validates the rest."""
 
     name: str = ""
     product_id: str

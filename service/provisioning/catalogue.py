@@ -1,6 +1,6 @@
 """Short-lived memory of Novita's catalogue and of where capacity recently ran out.
 
-One products call serves every region (DESIGN §9.2), reused for a short TTL, so a burst of
+One products call serves every region (docs/architecture.md), reused for a short TTL, so a burst of
 requests does not cost one call each; clusters change even less often. Capacity blocks
 remember a region x product that answered INSUFFICIENT_RESOURCE so the next requests skip
 it for a while instead of failing there first. All of it is per process and in memory:

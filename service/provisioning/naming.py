@@ -1,6 +1,6 @@
 """Provider-side instance names that carry our instance id, so nothing we create can leak.
 
-Novita names allow letters, digits and hyphens (novita-api.md §5.5), up to 255 characters.
+Novita names allow letters, digits and hyphens (docs/novita-facts.md), up to 255 characters.
 Our ids are `inst_<32 hex>`; the underscore is not allowed, so the id is written
 `inst-<32 hex>` and always placed last: `<client name slug>-inst-<32 hex>`. Reading the
 id back only looks at that suffix, so whatever the client's name contains, the round

@@ -1,4 +1,4 @@
-"""Product selection (DESIGN §9.2): which product to create in which region, in what order.
+"""Product selection (docs/architecture.md): which product to create in which region, in what order.
 
 Pure: given Novita's products and clusters, the request and the blocked region x product
 pairs, return the candidates to try, best first. Region order is the preferred region,
@@ -7,7 +7,7 @@ offers; within a region the cheapest price for the billing mode comes first. A p
 without a (non-zero) price for the mode never wins: it is not a candidate at all.
 
 Product `regions` may be display names ("AS-SGP-02 (Singapore)"), bare codes, cluster ids
-or objects (novita-api.md §0): `Product.offered_in` matches any of them against a cluster,
+or objects (docs/novita-facts.md): `Product.offered_in` matches any of them against a cluster,
 which is named by the region code and carries the id that create takes as `clusterId`. An
 empty `regions` list means every cluster. Regions a request names may be codes or cluster
 ids, in any case.
@@ -26,7 +26,7 @@ from service.domain import Instance
 from service.novita import Cluster, Product
 
 DEFAULT_REGION_PRIORITY: tuple[str, ...] = ("AS-SGP-02", "CN-HK-01", "AS-IN-01")
-MIN_ROOTFS_GB = 10  # Novita raises smaller sizes to this (novita-api.md §5.5)
+MIN_ROOTFS_GB = 10  # Novita raises smaller sizes to this (docs/novita-facts.md)
 
 Block = tuple[str, str]  # region code, product id
 

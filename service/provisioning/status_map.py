@@ -1,4 +1,4 @@
-"""Novita's instance status → the service status (novita-api.md §16), as pure functions.
+"""Novita's instance status → the service status (docs/lifecycle.md), as pure functions.
 
 Precedence, first match wins:
 1. Not found, or `removed` → `deleted` (not found without our delete → `failed`, `lost`);

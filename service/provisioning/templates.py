@@ -1,6 +1,6 @@
 """Templates: merging a Novita template with the client's request, and a TTL cache of them.
 
-Merge rules (DESIGN §9): the request's image wins if given; ports are the union, the
+Merge rules (docs/architecture.md): the request's image wins if given; ports are the union, the
 request's type winning on a port both list; envs are the template's overridden key by key
 by the request's. The registry-auth id travels with the image it belongs to: the request's
 if it names one, else the template's when the template's image is used. Only the id is

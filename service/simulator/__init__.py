@@ -1,4 +1,4 @@
-"""A faithful local fake of the Novita GPU instance API v1 (see novita-api.md).
+"""A faithful local fake of the Novita GPU instance API v1 (see docs/novita-facts.md).
 
     from service.simulator import Simulator, SimulatorConfig, Faults
     sim = Simulator(SimulatorConfig(api_keys=("sim-key",), seed=1), clock=ManualClock())

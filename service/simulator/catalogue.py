@@ -1,6 +1,6 @@
 """The simulator's seeded catalogue: clusters, GPU and CPU products, templates, registry auths.
 
-Prices are integers in 1/100,000 USD per GPU per hour (novita-api.md §10): 35000 = $0.35.
+Prices are integers in 1/100,000 USD per GPU per hour (docs/novita-facts.md): 35000 = $0.35.
 `monthlyPrice[].price` is per GPU per month for a term of `month` months. Several products
 share a name with different ids, prices and regions, so "cheapest across regions" means
 something. Cluster ids use both styles seen in the wild (§5.1): slugs and small numbers.

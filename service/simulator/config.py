@@ -9,7 +9,7 @@ from types import MappingProxyType
 from service.simulator.readings import Readings
 
 # Seconds spent in each transitional status (and spot status) before the next step.
-# Real timings are unpublished (novita-api.md §6); these keep a demo watchable.
+# Real timings are unpublished (docs/novita-facts.md); these keep a demo watchable.
 DEFAULT_DWELL: Mapping[str, float] = MappingProxyType(
     {
         "pending": 0.5,

@@ -1,4 +1,4 @@
-"""Port mappings that really answer on loopback, like Novita's gateway (novita-api.md §11).
+"""Port mappings that really answer on loopback, like Novita's gateway (docs/novita-facts.md).
 
 - HTTP ports go through one shared gateway listener: `http://<host>:<gw>/<instanceId>/<port>/`
   answers 502 (a gateway error page) until the instance's app is up, then 200.

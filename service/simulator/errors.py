@@ -1,4 +1,5 @@
-"""Novita's error body (novita-api.md §7): `{code, reason, message, metadata}`; code = status."""
+"""Novita's error body (docs/novita-facts.md): `{code, reason, message, metadata}`, code = status.
+"""
 
 from __future__ import annotations
 

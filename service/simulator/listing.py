@@ -46,7 +46,7 @@ def _inventory(free: int) -> str:
 
 
 def _regions(cluster_ids: Iterable[str], form: str) -> list[Any]:
-    """A product's `regions` in the reading's form (novita-api.md §5.2)."""
+    """A product's `regions` in the reading's form (docs/novita-facts.md)."""
     clusters = [c for cid in cluster_ids if (c := catalogue.cluster_by_id(cid)) is not None]
     if form == "codes":
         return [c.name for c in clusters]

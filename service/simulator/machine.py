@@ -1,4 +1,4 @@
-"""The instance status machine of novita-api.md §6, driven by an injected clock.
+"""The instance status machine of docs/novita-facts.md, driven by an injected clock.
 
 An instance carries a plan: the steps still ahead of it, each a (field, value) pair for
 `status` or `spotStatus`, and `next_at`, the monotonic time its current step ends.

@@ -1,6 +1,6 @@
 """Which reading of the ambiguous parts of Novita's API the simulator plays.
 
-Where nobody knows what the real API does (novita-api.md §0), the simulator can answer
+Where nobody knows what the real API does (docs/novita-facts.md), the simulator can answer
 each plausible way, one switch per ambiguity, so tests can prove the client copes with all
 of them. The defaults are the most likely reading. Changeable at run time like `Faults`
 (Python attribute, `PUT /_sim/readings`, `simulate` options).

@@ -1,4 +1,4 @@
-"""Instances as Novita shows them (novita-api.md §5.6, §5.7): camelCase, numbers as strings,
+"""Instances as Novita shows them (docs/novita-facts.md): camelCase, numbers as strings,
 `""` for null, Unix seconds as strings, endpoints only while `running`."""
 
 from __future__ import annotations

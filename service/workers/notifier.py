@@ -1,4 +1,4 @@
-"""The notifier: delivers outbox rows to clients' webhook URLs, signed, retried (DESIGN §7).
+"""The notifier: delivers outbox rows to clients' webhook URLs, signed, retried (README).
 
 One `run_once` is one batch:
 

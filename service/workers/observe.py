@@ -1,7 +1,7 @@
 """Applying one read of Novita to one instance: shared by the per-instance poll and the relist.
 
 Both read the provider and must reach the same verdict for the same answer, so the rules
-live here once (DESIGN §10, novita-api.md §16):
+live here once (docs/architecture.md, docs/novita-facts.md):
 
 - the §16 mapping (`status_map`) decides the target; unrecognised statuses keep the row;
 - not found: `deleted` if we were deleting, else `failed` with reason `lost`;

@@ -1,4 +1,5 @@
-"""The reconciler's per-instance poll: keep each live row true to what Novita says (DESIGN §10).
+"""The reconciler's per-instance poll: keep each live row true to what Novita says
+(docs/architecture.md).
 
 One batch claims due rows (live, with a Novita id, `next_check_at` passed, claim free or
 expired), reads each from Novita and applies the answer through `ObservationApplier`

@@ -1,5 +1,5 @@
 """The full relist: every `relist_interval`, read every provider instance and set our records
-straight (DESIGN §10). Per-instance polls and webhooks can both miss things; this cannot.
+straight (docs/architecture.md). Per-instance polls and webhooks can both miss things; this cannot.
 
 One sweep pages through `GET /gpu/instances` (⌈N / page size⌉ calls) and, per instance:
 

@@ -1,7 +1,7 @@
 """Actions whose answer was lost: Novita did what was asked, the caller was not told, and
 the repeat is refused as "invalid state change". The service re-reads the provider and
 answers accepted when the instance is at or heading to the target, recording the event as
-the caller's (novita-api.md §0, §5.8)."""
+the caller's (docs/novita-facts.md)."""
 
 from __future__ import annotations
 

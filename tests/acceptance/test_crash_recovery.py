@@ -1,5 +1,5 @@
 """The real CLI process killed with SIGKILL right after acknowledging webhooks: after a
-restart every acknowledged event is applied, exactly once (DESIGN §1: never lose an
+restart every acknowledged event is applied, exactly once (docs/architecture.md: never lose an
 acknowledged event). Runs `python -m service serve --simulator --migrate` on SQLite."""
 
 from __future__ import annotations

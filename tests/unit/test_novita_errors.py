@@ -205,7 +205,7 @@ def test_unknown_bearer_tokens_are_redacted_too() -> None:
     assert "someone-elses-token" not in error.message
 
 
-# -- readings of the error body (novita-api.md §0, §7) ----------------------------------
+# -- readings of the error body (docs/novita-facts.md) ----------------------------------
 
 
 def message_only(code: int, message: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Product selection (DESIGN §9.2): candidates and their order, as a pure function."""
+"""Product selection (docs/architecture.md): candidates and their order, as a pure function."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Novita status → service status (novita-api.md §16), including the precedence rules."""
+"""Novita status → service status (docs/lifecycle.md), including the precedence rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Merging a Novita template with the client's request (DESIGN §9.1)."""
+"""Merging a Novita template with the client's request (docs/architecture.md)."""
 
 from __future__ import annotations
 
