@@ -28,6 +28,7 @@ from service.api.notifications import ROUTES as notification_routes
 from service.api.openapi import openapi
 from service.api.reports import ROUTES as report_routes
 from service.api.webhooks import ROUTES as webhook_routes
+from service.dashboard.routes import dashboard_mount
 from service.event_hub import EventHub
 from service.metrics import HttpMetrics, ServiceCollector
 from service.resources import Resources, open_resources
@@ -86,6 +87,7 @@ def create_app(
             routes=[*instance_routes, *notification_routes, *report_routes, *event_routes],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
+        dashboard_mount(),
     ]
     return ServiceApp(
         http_metrics,

@@ -24,6 +24,8 @@ def _routes() -> set[tuple[str, str]]:
     app = create_app(load_settings(novita_simulator=True))
     found = set()
     for route in app.routes:
+        if isinstance(route, Mount) and route.path == "/dashboard":
+            continue  # HTML pages for people, not the API
         children = route.routes if isinstance(route, Mount) else [route]
         prefix = route.path if isinstance(route, Mount) else ""
         for child in children:
