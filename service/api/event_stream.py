@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
@@ -126,6 +127,10 @@ async def _events(
         # The client fell a whole buffer behind. Ending the stream lets it reconnect with
         # its Last-Event-ID and catch up from the database.
         log.info("events.stream_cut", reason="buffer full", buffer=capacity)
+    except (SQLAlchemyError, OSError) as exc:
+        # The database went away mid-stream: end it cleanly; the client resumes with its
+        # Last-Event-ID once the database answers again.
+        log.warning("events.stream_cut", reason="database error", error=type(exc).__name__)
 
 
 class EventStreamResponse(EventSourceResponse):

@@ -13,7 +13,6 @@ below a visible one is either visible or will never exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,14 +132,3 @@ async def snapshot_bounds(conn: AsyncConnection) -> SnapshotBounds:
         )
     ).one()
     return SnapshotBounds(int(row[0]), int(row[1]))
-
-
-def missing_ids(after: int, items: Sequence[FeedEvent]) -> list[tuple[int, int]]:
-    """The holes (first, last) in the ids of `items` (in id order), counting from `after`."""
-    holes = []
-    expected = after + 1
-    for item in items:
-        if item.id > expected:
-            holes.append((expected, item.id - 1))
-        expected = item.id + 1
-    return holes

@@ -215,6 +215,19 @@ async def test_client_kit_watch_reconnects_after_being_cut_and_misses_nothing(
     assert any("events.stream_cut" in record.getMessage() for record in caplog.records)
 
 
+@FAST
+async def test_client_kit_watch_passes_its_filters(service: ServiceUnderTest) -> None:
+    await create(service, "blue", team="blue")
+    red = await create(service, "red", team="red")
+    async with LifecycleClient(service.base_url, API_KEY) as client:
+        stream = client.watch(labels={"team": "red"}, status=["pending"], last_event_id="0")
+        async with asyncio.timeout(10):
+            first = await anext(stream)
+        await stream.aclose()
+    assert first["instanceId"] == red and first["toStatus"] == "pending"
+    assert first["id"].isdigit()
+
+
 async def test_client_kit_watch_raises_on_a_bad_filter(service: ServiceUnderTest) -> None:
     async with LifecycleClient(service.base_url, API_KEY) as client:
         with pytest.raises(ValidationError) as caught:
