@@ -323,6 +323,16 @@ async def notification_list(request: Request, principal: Principal) -> Response:
     )
 
 
+@page(Permission.VIEW)
+async def notification_detail(request: Request, principal: Principal) -> Response:
+    try:
+        detail = _json(await notifications_api.get_notification(request))
+    except ServiceError as exc:
+        return render_page(request, "error.html", {"message": exc.message}, status_for(exc))
+    payload = orjson.dumps(detail.get("payload"), option=orjson.OPT_INDENT_2).decode()
+    return render_page(request, "notification.html", {"n": detail, "payload": payload})
+
+
 @page(Permission.ACT)
 async def notification_redeliver(request: Request, principal: Principal) -> Response:
     check_csrf(current_session(request), await read_form(request))

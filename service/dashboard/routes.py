@@ -35,6 +35,7 @@ def dashboard_mount() -> Mount:
             Route("/instances/{instance_id}/delete", pages.confirm_delete, methods=["GET"]),
             Route("/instances/{instance_id}/{action}", pages.instance_action, methods=["POST"]),
             Route("/notifications", pages.notification_list, methods=["GET"]),
+            Route("/notifications/{notification_id}", pages.notification_detail, methods=["GET"]),
             Route(
                 "/notifications/{notification_id}/redeliver",
                 pages.notification_redeliver,

@@ -243,6 +243,8 @@ async def test_dead_letters_are_listed_and_redelivered(
         assert status == 200 and "instance.created" in text
         notification = re.search(r'data-notification="([^"]+)"', text)
         assert notification
+        status, detail, _ = await browser.get(f"/dashboard/notifications/{notification.group(1)}")
+        assert status == 200 and "HTTP 500" in detail and 'id="attempts"' in detail
         token = CSRF.search(text).group(1)  # type: ignore[union-attr]
         status, _, headers = await browser.post(
             f"/dashboard/notifications/{notification.group(1)}/redeliver", {"csrf": token}
