@@ -19,9 +19,11 @@ import pytest
 from novita_lifecycle_client import LifecycleClient, ValidationError
 from novita_lifecycle_client.backoff import Backoff
 from novita_lifecycle_client.sse import Message, messages
+from service.app import create_app
 from service.db import repository as repo
 from service.domain import InstanceSpec
 from tests.plugins.service import API_KEY, ServiceUnderTest
+from tests.support.server import running_server
 
 FAST = pytest.mark.service_settings(event_stream_poll_interval=0.05)
 
@@ -92,6 +94,21 @@ async def test_new_events_arrive_with_their_ids_and_data(service: ServiceUnderTe
     payload = data(events[0])
     assert payload["toStatus"] == "pending" and payload["kind"] == "created"
     assert payload["sequence"] == 1 and payload["source"] == "api"
+
+
+@FAST
+async def test_a_stream_sees_events_written_by_another_process(service: ServiceUnderTest) -> None:
+    """A second app with its own engine on the same database (as another process would
+    be): events created through one are streamed by the other."""
+    other = create_app(service.resources.settings, run_workers=False)
+    async with running_server(other) as other_url:
+        async with service.http.get(
+            f"{other_url}/api/events", headers=service.auth, timeout=aiohttp.ClientTimeout(30)
+        ) as stream:
+            assert stream.status == 200
+            created = [await create(service, f"elsewhere-{n}") for n in range(3)]
+            events = await take(stream, 3)
+    assert [data(m)["instanceId"] for m in events] == created
 
 
 @FAST
