@@ -45,7 +45,7 @@ async def open_stream(
 async def take(response: aiohttp.ClientResponse, count: int) -> list[Message]:
     """The next `count` instance events (the `connected` preamble and heartbeats skipped)."""
     found: list[Message] = []
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(20):
         async for message in messages(response.content):
             if message.event == "instance-event":
                 found.append(message)
