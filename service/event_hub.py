@@ -8,9 +8,11 @@ one stream listens, and hands each event to every subscription whose filter acce
 Its position is a promise: every event with an id at or below it has been handed out (or
 will never exist). On PostgreSQL a hole in the ids may still fill (a transaction that
 drew the smaller id commits later), so the hub stops at a hole until every transaction
-that was running when it first saw the hole has ended, or `gap_max_wait` seconds have
-passed (a transaction stuck that long is logged; its event can then only be read from
-the instance's history). On SQLite a hole never fills.
+that could write events when it first saw the hole (those holding the insert lock on
+`instance_events`: long transactions elsewhere do not count) has ended, checked before a
+later read, or `gap_max_wait` seconds have passed (a transaction stuck that long is
+logged; its event can then only be read from the instance's history). On SQLite a hole
+never fills.
 
 Each subscription buffers at most `capacity` events. A subscriber that falls that far
 behind is dropped, its buffer freed at once: its stream ends and the client reconnects
@@ -33,13 +35,22 @@ from service.db.engine import Database
 from service.db.event_feed import (
     FeedEvent,
     FeedFilter,
-    SnapshotBounds,
+    event_writers,
     events_after,
     last_event_id,
-    snapshot_bounds,
 )
 
 log = structlog.get_logger(__name__)
+
+
+def _expected(after: int, items: list[FeedEvent]) -> list[tuple[FeedEvent, int]]:
+    """Each item with the id that would follow its predecessor (a hole where they differ)."""
+    pairs = []
+    expected = after + 1
+    for item in items:
+        pairs.append((item, expected))
+        expected = item.id + 1
+    return pairs
 
 
 class SubscriberDroppedError(Exception):
@@ -91,7 +102,7 @@ class Subscription:
 @dataclass
 class _Hole:
     seen_at: float
-    xmax: int | None  # PostgreSQL: the snapshot's xmax when the hole was first seen
+    writers: frozenset[str]  # who could still fill it, just after it was first seen
 
 
 class EventHub:
@@ -207,17 +218,24 @@ class EventHub:
     async def poll_once(self) -> bool:
         """Read what follows the position and hand out what is safe. True when a full
         batch was handed out (more may be waiting right now)."""
-        bounds: SnapshotBounds | None = None
+        postgres = not self.database.is_sqlite
+        writing_before: frozenset[str] | None = None
         async with self.database.read() as conn:
+            if postgres and self._holes:
+                # Before the read: a writer gone by now has its rows visible to it.
+                writing_before = await event_writers(conn)
             items = await events_after(conn, self.position, limit=self.batch_size)
-            if items and not self.database.is_sqlite:
-                # Taken after the rows were read: it covers every transaction their
-                # snapshot saw running.
-                bounds = await snapshot_bounds(conn)
+            writing_after = None
+            if postgres and any(
+                item.id > expected for item, expected in _expected(self.position, items)
+            ):
+                writing_after = await event_writers(conn)
         expected = self.position + 1
         ready: list[FeedEvent] = []
         for item in items:
-            if item.id > expected and not self._hole_closed(expected, bounds):
+            if item.id > expected and not self._hole_closed(
+                expected, writing_before, writing_after
+            ):
                 break
             ready.append(item)
             expected = item.id + 1
@@ -227,13 +245,19 @@ class EventHub:
             self._fan_out(ready)
         return len(ready) == self.batch_size
 
-    def _hole_closed(self, start: int, bounds: SnapshotBounds | None) -> bool:
-        if bounds is None:  # SQLite: one writer at a time, a hole never fills
+    def _hole_closed(
+        self, start: int, before: frozenset[str] | None, after: frozenset[str] | None
+    ) -> bool:
+        if self.database.is_sqlite:  # one writer at a time: a hole never fills
             return True
         now = self._monotonic()
-        hole = self._holes.setdefault(start, _Hole(now, bounds.xmax))
-        if hole.xmax is not None and bounds.xmin >= hole.xmax:
-            return True  # every transaction running when it was seen has ended
+        hole = self._holes.get(start)
+        if hole is None:
+            # First seen: wait at least until the next read, whoever is writing now.
+            self._holes[start] = _Hole(now, after or frozenset())
+            return False
+        if before is not None and not hole.writers & before:
+            return True  # everyone who could fill it had finished before this read
         if now - hole.seen_at >= self.gap_max_wait:
             log.warning("events.hole_skipped", first_missing_id=start, waited=self.gap_max_wait)
             return True

@@ -5,9 +5,9 @@ reader remembers one number and asks for what came after it. Each row comes with
 instance's labels, so streams can filter on them without a query per event.
 
 On PostgreSQL ids are drawn from a sequence when a row is inserted, not when it commits:
-a transaction may still commit id 10 after id 11 is visible. `snapshot_bounds` tells the
-reader which transactions were running, so a hole in the ids is waited for until it can
-no longer fill (see `service.event_hub`). SQLite has one writer at a time, so every id
+a transaction may still commit id 10 after id 11 is visible. `event_writers` tells the
+reader which transactions may still commit events, so a hole in the ids is waited for
+until it can no longer fill (see `service.event_hub`). SQLite has one writer at a time, so every id
 below a visible one is either visible or will never exist.
 """
 
@@ -113,22 +113,18 @@ async def last_event_id(conn: AsyncConnection) -> int:
     return int(value or 0)
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotBounds:
-    """PostgreSQL's view of running transactions: every transaction id below `xmin` has
-    ended; every one at or above `xmax` had not started when the snapshot was taken."""
-
-    xmin: int
-    xmax: int
-
-
-async def snapshot_bounds(conn: AsyncConnection) -> SnapshotBounds:
-    row = (
-        await conn.execute(
-            sa.text(
-                "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text "
-                "FROM pg_current_snapshot() AS s"
-            )
-        )
-    ).one()
-    return SnapshotBounds(int(row[0]), int(row[1]))
+async def event_writers(conn: AsyncConnection) -> frozenset[str]:
+    """PostgreSQL: the transactions (virtual ids) now able to commit `instance_events`
+    rows: those holding the lock an INSERT takes on the table, from their first insert
+    (before they draw an id) until they commit or roll back. Transactions elsewhere in
+    the cluster, or that only read, do not count."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT virtualtransaction FROM pg_locks "
+            "WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' "
+            "AND relation = CAST(:table AS regclass) "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        {"table": instance_events.name},
+    )
+    return frozenset(str(row[0]) for row in rows)
