@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from service.dashboard.charts import HEIGHT, MARGIN_BOTTOM, bar_chart
-from service.dashboard.pages import age
+from service.dashboard.pages import age, ready_histogram
 from service.dashboard.signin import safe_next
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -48,3 +48,16 @@ def test_the_page_after_sign_in_is_always_on_the_dashboard() -> None:
         "/dashboard/\nx",
     ):
         assert safe_next(bad) == "/dashboard/"
+
+
+def test_time_to_ready_falls_into_half_open_buckets() -> None:
+    histogram = dict(ready_histogram([0, 59.9, 60, 299, 300, 1799, 1800, 86400]))
+    assert histogram == {
+        "<1m": 2,
+        "1-2m": 1,
+        "2-5m": 1,
+        "5-10m": 1,
+        "10-15m": 0,
+        "15-30m": 1,
+        ">30m": 2,
+    }
