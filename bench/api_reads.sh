@@ -7,6 +7,8 @@
 #      cold:   cycling over all N instances in order, so no row is read twice within
 #              the 4,096 rows whose rendered body the service keeps: every read renders.
 #   2. GET /api/instances?limit=50 over N instances p99 latency (target <= 20 ms)
+# and, in the same runs for scale, a bare Starlette endpoint answering a fixed instance-sized
+# JSON body on the same path (its share says how much of the server's cost is ours).
 # on SQLite and (when TEST_POSTGRES_URL or a local server is available) PostgreSQL.
 #
 #   bench/api_reads.sh                 # defaults: 100,000 instances, 3 runs of 10 s each
@@ -41,6 +43,30 @@ LUA
     | awk '/Non-2xx/ {print "non-2xx answers" > "/dev/stderr"; exit 1} /Requests\/sec/ {print $2}'
 }
 
+bare_rates=()
+run_bare() {
+  cat >"$WORK/bare_app.py" <<PYAPP
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+BODY = {"id": "inst_0123456789abcdef", "name": "bench", "status": "running", "gpuCount": 1,
+        "region": "us-01", "product": "product-a", "createdAt": "2026-01-01T00:00:00Z"}
+
+async def one(request):
+    return JSONResponse({**BODY, "id": request.path_params["key"]})
+
+app = Starlette(routes=[Route("/api/instances/{key}", one)])
+PYAPP
+  local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  taskset -c 0 "$PY" -m uvicorn --app-dir "$WORK" bare_app:app --host 127.0.0.1 --port "$port" \
+    --log-level warning >"$WORK/bare.log" 2>&1 &
+  local server=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/api/instances/x" >/dev/null && break; sleep 0.1; done
+  bare_rates+=("$(get_one "$port" "$1")")
+  kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true
+}
+
 run_engine() {
   local name=$1 url=$2
   echo "== $name: seeding $INSTANCES instances"
@@ -53,6 +79,7 @@ run_engine() {
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
   local polled_rates=() cold_rates=() list_p99=()
   for _ in $(seq 1 "$RUNS"); do
+    run_bare "$WORK/polled"
     polled_rates+=("$(get_one "$port" "$WORK/polled")")
     cold_rates+=("$(get_one "$port" "$WORK/ids")")
     list_p99+=("$(taskset -c 1 wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer $KEY" \
@@ -60,6 +87,10 @@ run_engine() {
   done
   echo "$name GET /api/instances/{id} polled: runs ${polled_rates[*]} req/s; median $(printf '%s\n' "${polled_rates[@]}" | median) req/s"
   echo "$name GET /api/instances/{id} cold:   runs ${cold_rates[*]} req/s; median $(printf '%s\n' "${cold_rates[@]}" | median) req/s"
+  local bare; bare=$(printf '%s\n' "${bare_rates[@]}" | median)
+  echo "$name bare Starlette endpoint (same runs): runs ${bare_rates[*]} req/s; median $bare req/s"
+  echo "$name share of the bare endpoint: polled $(awk -v a="$(printf '%s\n' "${polled_rates[@]}" | median)" -v b="$bare" 'BEGIN {printf "%.0f%%", 100*a/b}'), cold $(awk -v a="$(printf '%s\n' "${cold_rates[@]}" | median)" -v b="$bare" 'BEGIN {printf "%.0f%%", 100*a/b}')"
+  bare_rates=()
   echo "$name GET /api/instances?limit=50 ($INSTANCES rows): p99 runs ${list_p99[*]} ms; median $(printf '%s\n' "${list_p99[@]}" | median) ms"
   kill "$server"; wait "$server" 2>/dev/null || true
 }

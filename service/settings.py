@@ -80,7 +80,12 @@ class Settings(BaseSettings):
     # Storage
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
-        description="SQLAlchemy URL: sqlite+aiosqlite:///file.db or postgresql+asyncpg://...",
+        description=(
+            "SQLAlchemy URL: sqlite+aiosqlite:///file.db or postgresql+asyncpg://... (options"
+            " as SQLAlchemy's asyncpg dialect reads them, e.g. ?ssl=require, or"
+            " ?prepared_statement_cache_size=0 behind pgbouncer; connect timeout 10 s unless"
+            " ?timeout= is given)"
+        ),
     )
     sqlite_busy_timeout_ms: int = Field(
         default=5000, ge=0, le=600_000, description="SQLite busy_timeout, milliseconds."

@@ -22,7 +22,7 @@ async def metrics(request: Request) -> Response:
     collector: ServiceCollector = request.state.metrics_collector
     now = resources.clock.now()
     try:
-        async with resources.database.read(inline=False) as conn:
+        async with resources.database.read() as conn:
             counts = await service_counts(conn)
             entered = await oldest_entry_by_status(conn)
     except Exception as exc:  # the database is down: say so, and still show everything else

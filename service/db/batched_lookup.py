@@ -1,44 +1,41 @@
-"""Coalescing concurrent point lookups on PostgreSQL into one query per round trip.
+"""Coalescing concurrent point lookups into one query per round trip (PostgreSQL).
 
 Many requests asking for one row each would otherwise each take a pooled connection, wait
-a network round trip and pay the per-statement cost on both sides (and asyncpg's pool adds
-a reset query on every release). Here every key asked for while a lookup is already under
-way waits for the next one, and each lookup fetches all the keys gathered so far with one
-prepared statement taking a text array, so under load one round trip serves dozens of
-requests. With no load a lookup starts at once: nothing waits for a batch to fill.
+a network round trip and pay the per-statement cost on both sides. Here every key asked
+for while a lookup is already under way waits for the next one, and each lookup fetches
+all the keys gathered so far with one query taking a text array, so under load one round
+trip serves dozens of requests. With no load a lookup starts at once: nothing waits for a
+batch to fill.
 
-Written by hand because nothing in the asyncpg ecosystem does this: it is the DataLoader
-idea (batch the keys requested in one tick) kept to the few lines this service needs.
-Each lookup runs in its own task, so a requester that gives up (a client disconnecting)
-neither cancels the query nor loses the answer for the others waiting on it.
+Written by hand because nothing in the asyncpg/SQLAlchemy ecosystem does this: it is the
+DataLoader idea (batch the keys requested in one tick) kept to the few lines this service
+needs. Each lookup runs in its own task, so a requester that gives up (a client
+disconnecting) neither cancels the query nor loses the answer for the others waiting on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-
-from service.db.dedicated_connections import DedicatedConnections
 
 # Which of the keys a fetched row answers (a row may answer more than one).
 KeysOf = Callable[[tuple[Any, ...]], Iterable[Any]]
+FetchMany = Callable[[list[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 
 class BatchedLookup:
     def __init__(
         self,
-        dsn: str,
-        sql: str,
+        fetch_many: FetchMany,
         keys_of: KeysOf,
         *,
         max_in_flight: int = 2,
         max_keys: int = 500,
     ) -> None:
-        """`sql` takes the keys as its one array parameter, `$1`; `keys_of(row)` says
+        """`fetch_many(keys)` returns the rows for any of the keys; `keys_of(row)` says
         which keys a returned row answers."""
-        self.connections = DedicatedConnections(dsn, statement_cache_size=16)
-        self._sql = sql
+        self._fetch_many = fetch_many
         self._keys_of = keys_of
         self._max_in_flight = max_in_flight
         self._max_keys = max_keys
@@ -74,7 +71,8 @@ class BatchedLookup:
 
     async def _lookup(self, batch: dict[Any, list[asyncio.Future[tuple[Any, ...] | None]]]) -> None:
         try:
-            rows = await self._fetch(list(batch))
+            self.queries += 1
+            rows = await self._fetch_many(list(batch))
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RuntimeError("the lookup was cancelled")
             for futures in batch.values():
@@ -95,11 +93,6 @@ class BatchedLookup:
                 if not future.done():
                     future.set_result(answer)
 
-    async def _fetch(self, keys: list[Any]) -> list[tuple[Any, ...]]:
-        self.queries += 1
-        records = await self.connections.run(lambda connection: connection.fetch(self._sql, keys))
-        return [tuple(record.values()) for record in records]
-
     async def close(self) -> None:
         self._closed = True
         for task in list(self._running):
@@ -110,4 +103,3 @@ class BatchedLookup:
                 if not future.done():
                     future.set_exception(RuntimeError("the lookup is closed"))
         self._waiting = {}
-        await self.connections.close()

@@ -1,26 +1,31 @@
-"""Engine setup for SQLite (aiosqlite) and PostgreSQL (asyncpg), and the unit of work.
+"""The one place the service opens database connections, and the unit of work.
 
-SQLite is configured deliberately: WAL (readers never block the writer), `busy_timeout`
-(a writer waits instead of failing at once), foreign keys on, and writers start with
-`BEGIN IMMEDIATE`, so two writers never both read and then deadlock on the upgrade to a
-write lock. PostgreSQL writers lock the rows they change (`SELECT ... FOR UPDATE`).
+Every connection, whoever uses it, is made here with one set of settings per engine:
 
-Reads take a cheaper path than writes. On PostgreSQL they run in autocommit (no BEGIN and
-ROLLBACK round trips). On SQLite, aiosqlite hands every call to a thread and back, which
-costs far more than a point read itself (and the threads fight over the GIL), so reads
-use `query_only` connections whose calls run inline on the event loop: in WAL mode a
-reader never waits for a lock, so an indexed read blocks the loop for microseconds.
-Long scans (reports) should use `read(inline=False)`.
+- SQLite (aiosqlite, and the plain `sqlite3` connections of the two fast paths) is set up
+  by `configure_sqlite`: WAL (readers never block the writer), `busy_timeout` (a writer
+  waits instead of failing at once), foreign keys on; writers start with `BEGIN
+  IMMEDIATE`, so two writers never both read and then deadlock on the upgrade to a write
+  lock.
+- PostgreSQL (asyncpg) connections come only from SQLAlchemy's pool, so every option of
+  `DATABASE_URL` (`ssl=require`, `prepared_statement_cache_size=0` for pgbouncer, ...)
+  is read by SQLAlchemy's asyncpg dialect and means what SQLAlchemy documents, and the
+  pool's size bounds everything the service holds open. Writers lock the rows they change
+  (`SELECT ... FOR UPDATE`); reads run in autocommit (no BEGIN/ROLLBACK round trips).
+
+SQLite work through SQLAlchemy runs on aiosqlite's threads, off the event loop. A commit
+or rollback, once begun, is finished even if the task is cancelled meanwhile: abandoning
+it halfway would leave the connection's state unknown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -29,6 +34,36 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service.db.point_reads import InstancePointReader
 
 _BEGIN_OPTION = "novita_sqlite_begin"
+# asyncpg waits 60 s for a connection by default; a server that does not answer in 10 s is
+# down for our purposes, and the request waiting on it should fail rather than hang.
+POSTGRES_CONNECT_TIMEOUT_S = 10.0
+T = TypeVar("T")
+
+
+def configure_sqlite(
+    connection: Any, *, busy_timeout_ms: int, wal: bool = True, query_only: bool = False
+) -> None:
+    """Apply the service's SQLite settings to a new DB-API connection (sqlite3 or the
+    adapter SQLAlchemy wraps around aiosqlite); the only place they are written."""
+    cursor = connection.cursor()
+    try:
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        if query_only:
+            cursor.execute("PRAGMA query_only=ON")
+    finally:
+        cursor.close()
+
+
+def sqlite_file(url: str | sa.URL) -> str | None:
+    """The database file of a SQLite URL, or None (in memory, or not SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return str(parsed.database)
 
 
 def create_engine(
@@ -37,6 +72,9 @@ def create_engine(
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url, sqlite_busy_timeout_ms, echo)
+    connect_args: dict[str, Any] = {}
+    if "timeout" not in parsed.query:
+        connect_args["timeout"] = POSTGRES_CONNECT_TIMEOUT_S
     # No pool_pre_ping: it costs a round trip per checkout on the hot read path. A dead
     # connection fails its first statement, is invalidated, and that request answers 503.
     return create_async_engine(
@@ -45,64 +83,19 @@ def create_engine(
         pool_size=10,
         max_overflow=10,
         pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 
-class _InlineSqliteConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose calls run on the caller's thread (read-only use).
-
-    aiosqlite keeps no public hook for this, so it overrides the one method every call
-    goes through; `aiosqlite` is pinned below its next minor version for that reason.
-    """
-
-    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if not self._running or not self._connection:
-            raise ValueError("Connection closed")
-        return fn(*args, **kwargs)
-
-
-def _inline_sqlite_creator(path: str, busy_timeout_ms: int) -> Callable[[], Any]:
-    async def create() -> aiosqlite.Connection:
-        def connector() -> sqlite3.Connection:
-            return sqlite3.connect(
-                path, timeout=busy_timeout_ms / 1000, check_same_thread=False, uri=False
-            )
-
-        connection = _InlineSqliteConnection(connector, iter_chunk_size=256)
-        connection._thread.daemon = True
-        return await connection
-
-    return create
-
-
-def _create_sqlite_engine(
-    url: str, busy_timeout_ms: int, echo: bool, *, inline_reads: bool = False
-) -> AsyncEngine:
-    database = make_url(url).database
-    in_memory = database in (None, "", ":memory:")
-    if inline_reads:
-        engine = create_async_engine(
-            url, echo=echo, async_creator=_inline_sqlite_creator(str(database), busy_timeout_ms)
-        )
-    else:
-        engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000}
-        )
+def _create_sqlite_engine(url: str, busy_timeout_ms: int, echo: bool) -> AsyncEngine:
+    in_memory = sqlite_file(url) is None
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself, so writers can say IMMEDIATE.
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        if inline_reads:
-            # A write on an inline connection could block the event loop: forbid it.
-            cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
+        configure_sqlite(dbapi_connection, busy_timeout_ms=busy_timeout_ms, wal=not in_memory)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
@@ -112,8 +105,30 @@ def _create_sqlite_engine(
     return engine
 
 
+async def finish_even_if_cancelled(operation: Coroutine[Any, Any, T]) -> T:
+    """Run `operation` to its end even if the calling task is cancelled meanwhile; the
+    cancellation is raised once it has finished (asyncio.shield alone would return early
+    and leave it running in the background)."""
+    task = asyncio.ensure_future(operation)
+    interrupted: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if not task.done():
+                interrupted = exc
+        except BaseException:  # the operation's own error: task.result() raises it below
+            pass
+    if interrupted is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller sees
+        raise interrupted
+    return task.result()
+
+
 class Database:
-    """The engine plus the two ways to use it: a write transaction and a read connection.
+    """The engine plus the ways to use it: a write transaction, a read, and (SQLite) a
+    plain connection for the fast paths that measured faster on one.
 
     Own only what you create: a `Database` built by `from_url` disposes its engine on
     `close()`; one handed an engine leaves it to the caller.
@@ -123,46 +138,27 @@ class Database:
         self,
         engine: AsyncEngine,
         *,
-        read_engine: AsyncEngine | None = None,
-        point_reader: InstancePointReader | None = None,
         owns_engine: bool = False,
         sqlite_busy_timeout_ms: int = 5000,
     ) -> None:
         self.engine = engine
         self.sqlite_busy_timeout_ms = sqlite_busy_timeout_ms
         self._owns_engine = owns_engine
-        self.point_reader = point_reader
-        self._inline_reads = read_engine is not None
-        if read_engine is not None:
-            self._read_engine = read_engine
-        elif engine.dialect.name == "postgresql":
+        if engine.dialect.name == "postgresql":
             # Same pool, no transaction: a read is one round trip.
             self._read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         else:
             self._read_engine = engine
+        # Plain sqlite3 connections handed out and not yet closed (the leak check).
+        self.open_sqlite_connections: set[sqlite3.Connection] = set()
+        self.point_reader: InstancePointReader | None = None
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Database:
         engine = create_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
-        read_engine = None
-        parsed = make_url(url)
-        file_based = parsed.database not in (None, "", ":memory:")
-        if parsed.get_backend_name() == "sqlite" and file_based:
-            read_engine = _create_sqlite_engine(
-                url, sqlite_busy_timeout_ms, echo=False, inline_reads=True
-            )
-        point_reader = (
-            InstancePointReader(url, busy_timeout_ms=sqlite_busy_timeout_ms)
-            if file_based or parsed.get_backend_name() != "sqlite"
-            else None
-        )
-        return cls(
-            engine,
-            read_engine=read_engine,
-            point_reader=point_reader,
-            owns_engine=True,
-            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
-        )
+        database = cls(engine, owns_engine=True, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
+        database.point_reader = InstancePointReader.for_database(database)
+        return database
 
     @property
     def dialect(self) -> str:
@@ -172,27 +168,66 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite database file, or None (PostgreSQL, or SQLite in memory)."""
+        return sqlite_file(self.engine.url)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: commits when the block ends, rolls back if it raises."""
         async with self.engine.connect() as conn:
             if self.is_sqlite:
                 await conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
-            async with conn.begin():
+            await conn.begin()
+            try:
                 yield conn
+            except BaseException:
+                await finish_even_if_cancelled(conn.rollback())
+                raise
+            await finish_even_if_cancelled(conn.commit())
 
     @asynccontextmanager
-    async def read(self, *, inline: bool = True) -> AsyncIterator[AsyncConnection]:
-        """A read-only connection; nothing written through it is committed.
-
-        `inline=False` keeps SQLite work off the event loop: use it for long scans.
-        """
-        engine = self._read_engine if inline else self.engine
-        async with engine.connect() as conn:
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only connection; nothing written through it is committed. On PostgreSQL
+        each statement runs on its own (autocommit), so a single statement that writes
+        (an upsert) is committed by itself."""
+        async with self._read_engine.connect() as conn:
             try:
                 yield conn
             finally:
-                await conn.rollback()
+                await finish_even_if_cancelled(conn.rollback())
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL: a connection on which each statement commits by itself, so a write
+        that is one statement costs one round trip (no BEGIN, no COMMIT)."""
+        if self.is_sqlite:
+            raise RuntimeError("autocommit connections are for PostgreSQL")
+        async with self._read_engine.connect() as conn:
+            yield conn
+
+    def open_sqlite_connection(self, *, query_only: bool = False) -> sqlite3.Connection:
+        """A plain sqlite3 connection to this database's file, set up like every other
+        (autocommit: the caller says BEGIN). Close it with `close_sqlite_connection`."""
+        path = self.sqlite_file
+        if path is None:
+            raise RuntimeError("plain connections exist only for a SQLite file")
+        connection = sqlite3.connect(
+            path,
+            timeout=self.sqlite_busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        configure_sqlite(
+            connection, busy_timeout_ms=self.sqlite_busy_timeout_ms, query_only=query_only
+        )
+        self.open_sqlite_connections.add(connection)
+        return connection
+
+    def close_sqlite_connection(self, connection: sqlite3.Connection) -> None:
+        self.open_sqlite_connections.discard(connection)
+        connection.close()
 
     async def ping(self) -> bool:
         try:
@@ -206,6 +241,4 @@ class Database:
         if self._owns_engine:
             if self.point_reader is not None:
                 await self.point_reader.close()
-            if self._inline_reads:
-                await self._read_engine.dispose()
             await self.engine.dispose()

@@ -3,23 +3,24 @@
 The writer (`service.ingest`) hands a batch of records to `store()` and answers every
 request of the batch once it returns. What `store()` does, per database:
 
-- PostgreSQL: one statement per batch on a connection of the store's own, so it needs one
-  round trip: the rows go in as arrays through `unnest`, `ON CONFLICT DO NOTHING RETURNING`
+- PostgreSQL: one statement per batch, in autocommit on a pooled connection, so it needs
+  one round trip: the rows go in as arrays through `unnest`, `ON CONFLICT DO NOTHING RETURNING`
   says which ids were new, and the duplicate count goes into `webhook_tallies` in the same
   statement. Several batches may be in flight at once (`max_in_flight`), so the fsync
   of one commit overlaps the next batch instead of holding every request behind it.
 - SQLite (a file): the whole transaction (BEGIN IMMEDIATE, which ids exist, executemany,
   tally, COMMIT) runs as one call on a thread of the store's own, over a plain sqlite3
-  connection: one hop off the event loop per batch rather than one per statement, and the
-  GIL is released while SQLite works. That connection does not checkpoint the WAL after
-  every 1,000 pages as SQLite would (copying them and fsyncing the database file would
-  hold every waiting request for tens of milliseconds): a second thread runs passive
-  checkpoints beside it, which never block the writer. Under sustained load those alone
-  never let the WAL start over (a writer is always ahead of them), so once the WAL file
-  passes `wal_limit_bytes` the writer runs one itself between batches: by then nearly
-  every page has been copied, so it costs little, and the next batch restarts the WAL.
-- Anything else (an in-memory SQLite, a `Database` handed an engine): the same work
-  through SQLAlchemy, in one `Database.transaction()`.
+  connection from `Database.open_sqlite_connection`: one hop off the event loop per batch
+  rather than one per statement, and the GIL is released while SQLite works. That
+  connection does not checkpoint the WAL after every 1,000 pages as SQLite would (copying
+  them and fsyncing the database file would hold every waiting request for tens of
+  milliseconds): a second thread runs passive checkpoints beside it, which never block the
+  writer. Under sustained load those alone never let the WAL start over (a writer is
+  always ahead of them), so once the WAL file passes `wal_limit_bytes` the writer runs one
+  itself between batches: by then nearly every page has been copied, so it costs little,
+  and the next batch restarts the WAL.
+- Anything else (an in-memory SQLite): the same work through SQLAlchemy, in one
+  `Database.transaction()`.
 
 The driver-level paths are hand-written for speed; tests hold all of them to the same
 results (the ids inserted, duplicates counted, rows read back identically).
@@ -37,10 +38,9 @@ from typing import Protocol
 
 import structlog
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import make_url
 
 from service.db import inbox, webhook_tallies
-from service.db.dedicated_connections import DedicatedConnections
+from service.db.disconnects import once_more_if_disconnected
 from service.db.engine import Database
 from service.db.inbox import InboxInsert, InboxRecord
 
@@ -63,12 +63,10 @@ class InboxStore(Protocol):
 
 
 def open_store(database: Database) -> InboxStore:
-    url = database.engine.url
-    if url.get_backend_name() == "postgresql":
-        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        return PostgresInboxStore(dsn)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return SqliteInboxStore(str(url.database), busy_timeout_ms=database.sqlite_busy_timeout_ms)
+    if not database.is_sqlite:
+        return PostgresInboxStore(database)
+    if database.sqlite_file is not None:
+        return SqliteInboxStore(database)
     return SqlAlchemyInboxStore(database)
 
 
@@ -119,10 +117,10 @@ SELECT webhook_id FROM new
 
 
 class PostgresInboxStore:
-    """Batches on up to `max_in_flight` connections of its own, one statement each."""
+    """Batches on up to `max_in_flight` pooled connections, one statement each."""
 
-    def __init__(self, dsn: str, *, max_in_flight: int = 4) -> None:
-        self.connections = DedicatedConnections(dsn)
+    def __init__(self, database: Database, *, max_in_flight: int = 4) -> None:
+        self._database = database
         self.max_in_flight = max_in_flight
 
     async def store(
@@ -138,15 +136,18 @@ class PostgresInboxStore:
             webhook_tallies.minute_of(now),
             webhook_tallies.DUPLICATE,
         )
-        # Safe to repeat on a new connection (see DedicatedConnections): had the statement
-        # committed, its ids come back as known and each request is still answered 200.
-        rows = await self.connections.run(
-            lambda connection: connection.fetch(_PG_STORE, *arguments)
-        )
-        return {row[0] for row in rows}
+
+        async def store_batch() -> set[str]:
+            async with self._database.autocommit() as conn:
+                result = await conn.exec_driver_sql(_PG_STORE, arguments)
+                return {row[0] for row in result}
+
+        # Safe to repeat on a new connection: had the statement committed, its ids come
+        # back as known and each request is still answered 200.
+        return await once_more_if_disconnected(store_batch)
 
     async def close(self) -> None:
-        await self.connections.close()
+        return None
 
 
 # -- SQLite --------------------------------------------------------------------------------
@@ -173,11 +174,11 @@ class SqliteInboxStore:
     # the WAL starts over by itself.
     wal_limit_bytes = 256 * 1024 * 1024
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
-        self._path = path
-        self._wal_path = f"{path}-wal"
+    def __init__(self, database: Database) -> None:
+        assert database.sqlite_file is not None
+        self._database = database
+        self._wal_path = f"{database.sqlite_file}-wal"
         self._batches = 0
-        self._busy_timeout_ms = busy_timeout_ms
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-store")
         self._checkpoint_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="inbox-checkpoint"
@@ -204,17 +205,6 @@ class SqliteInboxStore:
             self._checkpointing.add_done_callback(_log_checkpoint_failure)
         return inserted
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self._path, timeout=self._busy_timeout_ms / 1000, isolation_level=None
-        )
-        # The same settings as the service's other SQLite connections (service.db.engine).
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        return connection
-
     def _known(self, ids: list[str]) -> set[str]:
         """Which of the ids are stored already (in the writer's open transaction)."""
         assert self._connection is not None
@@ -240,13 +230,13 @@ class SqliteInboxStore:
     def _checkpoint(self) -> None:
         """Copy the WAL into the database without blocking the writer (PASSIVE)."""
         if self._checkpoint_connection is None:
-            self._checkpoint_connection = self._connect()
+            self._checkpoint_connection = self._database.open_sqlite_connection()
         self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         self.checkpoints += 1
 
     def _store(self, records: Sequence[InboxRecord], duplicates: int, now: datetime) -> set[str]:
         if self._connection is None:
-            self._connection = self._connect()
+            self._connection = self._database.open_sqlite_connection()
             self._connection.execute("PRAGMA wal_autocheckpoint=0")  # see the module notes
             self._connection.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
         connection = self._connection
@@ -283,12 +273,12 @@ class SqliteInboxStore:
     async def close(self) -> None:
         def close_connection() -> None:
             if self._connection is not None:
-                self._connection.close()
+                self._database.close_sqlite_connection(self._connection)
                 self._connection = None
 
         def close_checkpoint_connection() -> None:
             if self._checkpoint_connection is not None:
-                self._checkpoint_connection.close()
+                self._database.close_sqlite_connection(self._checkpoint_connection)
                 self._checkpoint_connection = None
 
         loop = asyncio.get_running_loop()

@@ -1,37 +1,37 @@
-"""The API's hottest query (one instance by our id or Novita id) on the bare driver.
+"""The API's hottest query (one instance by our id or Novita id), on the path that
+measured fastest for each database (README, Benchmarks):
 
-SQLAlchemy's per-statement machinery (greenlet hops, events, result set-up) costs several
-times more than the indexed lookup itself. This reader compiles the same Core statement
-once per dialect and runs it on a driver connection kept for the purpose: on SQLite a
-`query_only` sqlite3 connection used inline (a WAL reader never waits for a lock), on
-PostgreSQL a `BatchedLookup`: concurrent lookups share one query per round trip. Rows are
-decoded by column type into the same values the SQLAlchemy path produces (a test holds the
-two paths equal on both databases).
+- SQLite (a file): a `query_only` sqlite3 connection used inline on the event loop. An
+  indexed read in WAL mode never waits for a lock and takes microseconds, where a hop to
+  aiosqlite's thread and back costs several times the read itself.
+- PostgreSQL: a `BatchedLookup`: concurrent lookups share one SQLAlchemy query (and one
+  pooled connection) per round trip.
+
+Values are decoded by SQLAlchemy (on SQLite by each column type's own result processor),
+so both paths return exactly what `repository.find_instance` returns (a test holds them
+equal on both databases).
 
 `find_derived` also remembers what a caller derived from a row (the API: the instance's
-JSON body) together with the raw row it came from, and reuses it while the database
-returns an identical row. The row is still read on every call, so the answer is never
-staler than a plain read; only the decoding and rendering of an unchanged row is skipped.
+JSON body) together with the row it came from, and reuses it while the database returns
+an identical row. The row is still read on every call, so the answer is never staler than
+a plain read; only the decoding and rendering of an unchanged row is skipped.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
-from sqlalchemy.engine import make_url
 
 from service.db.batched_lookup import BatchedLookup
+from service.db.disconnects import once_more_if_disconnected
 from service.db.models import instances
-from service.db.types import JSONType, UTCDateTime
+
+if TYPE_CHECKING:
+    from service.db.engine import Database
 
 _FIND = sa.select(instances).where(
     sa.or_(
@@ -45,65 +45,40 @@ _FIND_MANY = sa.select(instances).where(
 )
 _ID = list(instances.columns).index(instances.c.id)
 _NOVITA_ID = list(instances.columns).index(instances.c.novita_instance_id)
-Decoder = Callable[[Any], Any]
 T = TypeVar("T")
 R = TypeVar("R")
 # Rows (and what was derived from them) remembered per derive function.
 MEMO_SIZE = 4096
 
 
-def _sqlite_datetime(value: Any) -> Any:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def _pg_datetime(value: Any) -> Any:
-    return None if value is None else value.astimezone(UTC)
-
-
-def _json(value: Any) -> Any:
-    return None if value is None else orjson.loads(value)
-
-
-def _decimal_from_sqlite(scale: int) -> Decoder:
-    def decode(value: Any) -> Any:
-        return None if value is None else Decimal(f"{value:.{scale}f}")
-
-    return decode
-
-
-def _decoders(dialect: str) -> list[tuple[int, Decoder]]:
-    """(column position, decoder) for the columns whose driver value needs decoding."""
-    decoders: list[tuple[int, Decoder]] = []
-    for position, column in enumerate(instances.columns):
-        kind = column.type
-        if isinstance(kind, UTCDateTime):
-            decoders.append((position, _sqlite_datetime if dialect == "sqlite" else _pg_datetime))
-        elif kind is JSONType or isinstance(kind, sa.JSON):
-            decoders.append((position, _json))
-        elif isinstance(kind, sa.Numeric) and dialect == "sqlite":
-            decoders.append((position, _decimal_from_sqlite(kind.scale or 0)))
-    return decoders
-
-
 class InstancePointReader:
     """`find(key)` → the instance row as a mapping of column name to Python value."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
-        parsed = make_url(url)
-        self._dialect = parsed.get_backend_name()
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._names = [column.name for column in instances.columns]
-        self._decoders = _decoders(self._dialect)
-        if self._dialect == "sqlite":
-            self._sql = str(_FIND.compile(dialect=sqlite_dialect.dialect()))
-            self._path = str(parsed.database)
-        else:
-            # asyncpg's own dialect compiles to its `$1` placeholders.
-            compiled = _FIND_MANY.compile(dialect=asyncpg_dialect.dialect())  # type: ignore[no-untyped-call]
-            dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._lookup = BatchedLookup(dsn, str(compiled), _keys_answered)
-        self._busy_timeout_ms = busy_timeout_ms
+        dialect = database.engine.dialect
         self._sqlite: sqlite3.Connection | None = None
+        self._lookup: BatchedLookup | None = None
+        # SQLite rows come from sqlite3 as stored: decoded by each column type's result
+        # processor. PostgreSQL rows come through SQLAlchemy, decoded already.
+        self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        if database.is_sqlite:
+            self._sql = str(_FIND.compile(dialect=dialect))
+            for position, column in enumerate(instances.columns):
+                process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+                if process is not None:
+                    self._processors.append((position, process))
+        else:
+            self._lookup = BatchedLookup(self._fetch_many, _keys_answered)
         self._memos: dict[Callable[..., Any], dict[str, tuple[tuple[Any, ...], Any]]] = {}
+
+    @classmethod
+    def for_database(cls, database: Database) -> InstancePointReader | None:
+        """A reader, or None where the plain path is as fast (SQLite in memory)."""
+        if database.is_sqlite and database.sqlite_file is None:
+            return None
+        return cls(database)
 
     async def find(self, key: str) -> Mapping[str, Any] | None:
         raw = await self._fetch(key)
@@ -112,8 +87,8 @@ class InstancePointReader:
     async def find_derived(
         self, key: str, derive: Callable[[R], T], convert: Callable[[Mapping[str, Any]], R]
     ) -> T | None:
-        """`derive(convert(find(key)))`, reused while the stored row is byte-for-byte the
-        same. `derive` and `convert` must be pure functions of the row."""
+        """`derive(convert(find(key)))`, reused while the stored row is the same.
+        `derive` and `convert` must be pure functions of the row."""
         raw = await self._fetch(key)
         if raw is None:
             return None
@@ -130,33 +105,32 @@ class InstancePointReader:
 
     def _decode(self, raw: tuple[Any, ...]) -> dict[str, Any]:
         values = list(raw)
-        for position, decode in self._decoders:
-            values[position] = decode(values[position])
+        for position, process in self._processors:
+            values[position] = process(values[position])
         return dict(zip(self._names, values, strict=True))
 
     async def _fetch(self, key: str) -> tuple[Any, ...] | None:
-        if self._dialect == "sqlite":
-            return self._find_sqlite(key)
-        return await self._lookup.get(key)
-
-    def _find_sqlite(self, key: str) -> tuple[Any, ...] | None:
+        if self._lookup is not None:
+            return await self._lookup.get(key)
         if self._sqlite is None:
-            connection = sqlite3.connect(
-                self._path,
-                timeout=self._busy_timeout_ms / 1000,
-                check_same_thread=False,
-                isolation_level=None,
-            )
-            connection.execute("PRAGMA query_only=ON")
-            self._sqlite = connection
+            self._sqlite = self._database.open_sqlite_connection(query_only=True)
         row: tuple[Any, ...] | None = self._sqlite.execute(self._sql, (key, key)).fetchone()
         return row
 
+    async def _fetch_many(self, keys: list[str]) -> list[tuple[Any, ...]]:
+
+        async def fetch() -> list[tuple[Any, ...]]:
+            async with self._database.read() as conn:
+                result = await conn.execute(_FIND_MANY, {"keys": keys})
+                return [tuple(row) for row in result]
+
+        return await once_more_if_disconnected(fetch)
+
     async def close(self) -> None:
         if self._sqlite is not None:
-            self._sqlite.close()
+            self._database.close_sqlite_connection(self._sqlite)
             self._sqlite = None
-        if self._dialect != "sqlite":
+        if self._lookup is not None:
             await self._lookup.close()
 
 

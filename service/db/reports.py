@@ -61,7 +61,7 @@ class Window:
 async def report_connection(database: Database) -> AsyncIterator[AsyncConnection]:
     """One consistent snapshot for all of a report's queries, and (on SQLite) run on a
     worker thread: a long scan must not block the event loop."""
-    async with database.read(inline=False) as conn:
+    async with database.read() as conn:
         if _is_pg(conn):
             await conn.execution_options(isolation_level="REPEATABLE READ")
             # Sorts and hashes of a report stay in memory; LOCAL ends with the snapshot.

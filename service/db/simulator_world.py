@@ -14,7 +14,7 @@ _ROW_ID = 1
 
 
 async def load_world(database: Database) -> dict[str, Any] | None:
-    async with database.read(inline=False) as conn:
+    async with database.read() as conn:
         world = await conn.scalar(
             sa.select(simulator_world.c.world).where(simulator_world.c.id == _ROW_ID)
         )

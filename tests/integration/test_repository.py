@@ -265,3 +265,23 @@ async def test_point_reader_returns_exactly_what_the_sqlalchemy_path_returns(
         assert await repo.find_instance_fast(database, "inst_missing") is None
     finally:
         await database.close()
+
+
+@pytest.mark.postgres
+async def test_ssl_require_in_the_url_refuses_a_server_without_tls_on_every_path(
+    postgres_url: str,
+) -> None:
+    """`?ssl=require` reaches asyncpg as SQLAlchemy reads it: the test server speaks no
+    TLS, so no path may quietly fall back to a plaintext connection."""
+    from service.db.inbox_store import open_store
+    from tests.integration.test_inbox_store import NOW, record
+
+    database = Database.from_url(f"{postgres_url}?ssl=require")
+    try:
+        assert not await database.ping()
+        with pytest.raises(ConnectionError, match="SSL"):
+            await repo.find_instance_fast(database, "inst_missing")
+        with pytest.raises(ConnectionError, match="SSL"):
+            await open_store(database).store([record(1)], duplicates=0, now=NOW)
+    finally:
+        await database.close()
