@@ -61,6 +61,7 @@ def create_app(
             event_hub = EventHub(
                 live.database, poll_interval=settings.event_stream_poll_interval
             )
+            await live.figures.start()
             workers.start()
             try:
                 yield {
@@ -73,6 +74,7 @@ def create_app(
             finally:
                 await event_hub.close()
                 await workers.stop()
+                await live.figures.stop()
                 registry.unregister(collector)
 
     registry = CollectorRegistry()

@@ -23,6 +23,7 @@ from service.clock import Clock, SystemClock
 from service.db.engine import Database
 from service.db.migrations import check_schema_is_current, upgrade_to_head
 from service.db.simulator_world import load_world, save_world
+from service.fleet_figures import FleetFigures
 from service.ingest import InboxWriter
 from service.novita import NovitaClient
 from service.provisioning.catalogue import ProvisioningCaches
@@ -45,6 +46,13 @@ class Resources:
     # Readiness probes may reach private/loopback endpoints: set by configuration, and
     # always with the built-in simulator, whose port mappings answer on loopback.
     allow_private_probe_targets: bool = False
+
+    @cached_property
+    def figures(self) -> FleetFigures:
+        """The counts /health shows, read by a background task (the app's lifespan)."""
+        return FleetFigures(
+            self.database, self.clock, stuck_after_seconds=self.settings.stuck_instance_seconds
+        )
 
     @cached_property
     def caches(self) -> ProvisioningCaches:

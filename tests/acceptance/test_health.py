@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
+from sqlalchemy import event
 
 from service.app import create_app
 from service.clock import SystemClock
@@ -10,6 +13,8 @@ from service.db.engine import Database
 from service.novita import NovitaClient
 from service.resources import Resources
 from service.settings import load_settings
+from tests.acceptance.test_lifecycle_flow import BODY
+from tests.plugins.service import ServiceUnderTest
 from tests.support.server import running_server
 
 
@@ -76,3 +81,38 @@ async def test_unknown_route_gets_the_error_body(database: Database) -> None:
         status, body = await get_json(f"{base_url}/nope")
     assert status == 404
     assert body["error"]["code"] == "NOT_FOUND"  # type: ignore[index]
+
+
+async def test_health_sends_no_statement_to_the_database(service: ServiceUnderTest) -> None:
+    """Unauthenticated and polled often, /health answers from the figures a background
+    task keeps; calling it costs the database nothing."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        statements.append(sql)
+
+    engine = service.resources.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            status, body, _ = await service.call("GET", "/health", auth=False)
+            assert status == 200 and body["checks"]["database"]["status"] == "up"
+            assert body["checks"]["outbox"]["pending"] == 0
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements == []
+
+
+async def test_health_counts_follow_the_figures_kept_in_the_background(
+    service: ServiceUnderTest,
+) -> None:
+    figures = service.resources.figures
+    status, body, _ = await service.call("POST", "/api/instances", json=BODY)
+    assert status == 202, body
+    await figures.refresh()
+    _, health, _ = await service.call("GET", "/health", auth=False)
+    assert health["checks"]["outbox"]["pending"] == 1
+    assert health["checks"]["database"]["figuresAgeSeconds"] == 0
+    service.clock.advance(3)
+    _, health, _ = await service.call("GET", "/health", auth=False)
+    assert health["checks"]["database"]["figuresAgeSeconds"] == 3

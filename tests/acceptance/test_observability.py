@@ -56,6 +56,7 @@ async def test_metrics_count_requests_by_route_and_read_live_state(
 async def test_health_reports_backlogs_without_secrets_or_hosts(service: ServiceUnderTest) -> None:
     await service.call("POST", "/api/instances", json=BODY)
     service.clock.advance(90)
+    await service.resources.figures.refresh()  # what the background reader does
     status, health, _ = await service.call("GET", "/health", auth=False)
     assert status == 200
     assert health["status"] == "ok"

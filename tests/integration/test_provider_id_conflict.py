@@ -113,6 +113,7 @@ async def test_health_is_degraded_and_names_instances_stuck_pending_or_provision
     service: ServiceUnderTest,
 ) -> None:
     database, clock = service.resources.database, service.clock
+    await service.resources.figures.refresh()  # what the background reader does
     status, body, _ = await service.call("GET", "/health", auth=False)
     assert status == 200 and body["status"] == "ok", body
     assert body["checks"]["stuckInstances"]["pending"] == {"count": 0, "oldestAgeSeconds": None}
@@ -127,6 +128,7 @@ async def test_health_is_degraded_and_names_instances_stuck_pending_or_provision
             now=clock.now(), changes={"submitted_at": clock.now()},
         )
     clock.advance(400)  # old: 700 s pending; younger: 400 s; submitted: 400 s provisioning
+    await service.resources.figures.refresh()  # what the background reader does
     status, body, _ = await service.call("GET", "/health", auth=False)
     assert status == 200
     assert body["status"] == "degraded", body
@@ -136,6 +138,7 @@ async def test_health_is_degraded_and_names_instances_stuck_pending_or_provision
     assert stuck["provisioning"] == {"count": 0, "oldestAgeSeconds": None}
 
     clock.advance(250)
+    await service.resources.figures.refresh()  # what the background reader does
     status, body, _ = await service.call("GET", "/health", auth=False)
     stuck = body["checks"]["stuckInstances"]
     assert stuck["pending"] == {"count": 2, "oldestAgeSeconds": 950.0}
