@@ -179,6 +179,28 @@ def worker(simulator: bool, migrate_first: bool) -> None:
     asyncio.run(run_workers(settings))
 
 
+@cli.command("check-novita")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="Seconds per request.")
+def check_novita(timeout: float) -> None:
+    """Check what this account's Novita API does where the docs are ambiguous.
+
+    Read-only (GET requests only) with NOVITA_API_KEY at NOVITA_API_BASE_URL: prints, for
+    each assumption the client makes, what Novita answered, OK or DIFFERS, and what the
+    service will do. Exits 1 when a difference is one the service cannot handle.
+    """
+    from service.novita.contract_check import render_table, run_checks
+
+    settings = settings_or_exit()
+    if settings.novita_api_key is None:
+        fail("NOVITA_API_KEY is not set: check-novita needs the key to check", EXIT_CONFIG)
+    key = settings.novita_api_key.get_secret_value()
+    findings = asyncio.run(run_checks(settings.novita_api_base_url, key, request_timeout=timeout))
+    click.echo(render_table(findings, settings.novita_api_base_url), nl=False)
+    if any(f.blocking for f in findings):
+        raise SystemExit(EXIT_FAILED)
+
+
 # Fields that are arguments, not options, of the command that reports them.
 _ARGUMENTS = {"name": "NAME"}
 
