@@ -84,6 +84,12 @@ class Instance(TypedDict):
     readiness: dict[str, Any] | None
     autoStop: dict[str, Any] | None
     portMappings: list[dict[str, Any]]
+    kind: str  # "gpu" or "cpu"
+    tools: list[dict[str, Any]]  # [{name, port, type}]
+    networkStorages: list[dict[str, str]]  # [{id, mountPoint}]
+    command: str | None
+    entrypoint: str | None
+    minCudaVersion: str | None
     createdAt: str
     updatedAt: str
     submittedAt: str | None

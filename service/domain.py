@@ -135,6 +135,8 @@ class InstanceSpec:
     readiness: dict[str, Any] | None = None
     auto_stop: dict[str, Any] | None = None
     on_interruption: dict[str, Any] | None = None
+    # Create options passed to Novita (service.launch): kind, tools, networkStorages...
+    launch: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,7 @@ class Instance:
     replaced_by_instance_id: str | None = None
     # An action asked of Novita, not yet observed (see service.intents).
     action_intent: dict[str, Any] | None = None
+    launch: dict[str, Any] | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -181,6 +181,7 @@ class Lifecycle:
             rootfs_size=spec.rootfs_size,
             preferred_region=spec.region,
             regions=tuple(spec.regions),
+            kind=str((spec.launch or {}).get("kind", "gpu")),
         )
         view = await preflight.look_up(request, spec.template_id, self.caches)
         if spec.rootfs_size is None and view.template is not None:

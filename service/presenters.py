@@ -47,6 +47,7 @@ def instance_view(instance: Instance) -> dict[str, Any]:
         "replacesInstanceId": instance.replaces_instance_id,
         "replacedByInstanceId": instance.replaced_by_instance_id,
         "portMappings": list(instance.port_mappings),
+        **launch_view(instance.launch),
         "createdAt": iso(instance.created_at),
         "updatedAt": iso(instance.updated_at),
         "submittedAt": iso(instance.submitted_at),
@@ -56,6 +57,19 @@ def instance_view(instance: Instance) -> dict[str, Any]:
         "deletedAt": iso(instance.deleted_at),
         "lastUsedAt": iso(instance.last_used_at),
         "sequence": instance.event_seq,
+    }
+
+
+def launch_view(launch: dict[str, Any] | None) -> dict[str, Any]:
+    """The create options passed to Novita (defaults when none were given)."""
+    options = launch or {}
+    return {
+        "kind": options.get("kind", "gpu"),
+        "tools": list(options.get("tools", [])),
+        "networkStorages": list(options.get("networkStorages", [])),
+        "command": options.get("command"),
+        "entrypoint": options.get("entrypoint"),
+        "minCudaVersion": options.get("minCudaVersion"),
     }
 
 

@@ -78,6 +78,7 @@ def _spec_from(body: CreateInstanceBody) -> InstanceSpec:
             if body.on_interruption
             else None
         ),
+        launch=body.launch_options(),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -127,6 +128,29 @@ def _str_id(value: Any) -> Any:
 Region = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+# -- create options Novita takes as they are (kind, tools, network storages, ...) ----------
+
+
+class Tool(_Body):
+    """A tool Novita runs beside the image (e.g. Jupyter); its port counts toward 15."""
+
+    name: str = Field(min_length=1, max_length=64)
+    port: Port
+    type: Literal["http", "tcp"] = "http"
+
+
+class NetworkStorageMount(_Body):
+    """A network volume to mount, by its id (Novita writes `Id`; `id` is accepted too)."""
+
+    id: str = Field(
+        validation_alias=AliasChoices("Id", "id"), serialization_alias="id",
+        min_length=1, max_length=255,
+    )
+    mount_point: str = Field(
+        default="/network", alias="mountPoint", min_length=1, max_length=4095, pattern=r"^/"
+    )
+
+
 class CreateInstanceBody(_Body):
     model_config = ConfigDict(
         extra="forbid",
@@ -177,6 +201,36 @@ class CreateInstanceBody(_Body):
     readiness: Readiness | None = None
     auto_stop: AutoStop | None = Field(default=None, alias="autoStop")
     on_interruption: OnInterruption | None = Field(default=None, alias="onInterruption")
+    kind: Literal["gpu", "cpu"] = "gpu"
+    tools: list[Tool] = Field(default_factory=list, max_length=MAX_PORTS)
+    network_storages: list[NetworkStorageMount] = Field(
+        default_factory=list, alias="networkStorages", max_length=30
+    )
+    command: str | None = Field(default=None, min_length=1, max_length=2047)
+    entrypoint: str | None = Field(default=None, min_length=1, max_length=2047)
+    min_cuda_version: str | None = Field(
+        default=None, alias="minCudaVersion", pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){0,2}$"
+    )
+
+    def launch_options(self) -> dict[str, Any] | None:
+        """The create options passed to Novita as given; None when all are defaults."""
+        options: dict[str, Any] = {}
+        if self.kind != "gpu":
+            options["kind"] = self.kind
+        if self.tools:
+            options["tools"] = [t.model_dump() for t in self.tools]
+        if self.network_storages:
+            options["networkStorages"] = [
+                {"id": m.id, "mountPoint": m.mount_point} for m in self.network_storages
+            ]
+        for key, value in (
+            ("command", self.command),
+            ("entrypoint", self.entrypoint),
+            ("minCudaVersion", self.min_cuda_version),
+        ):
+            if value is not None:
+                options[key] = value
+        return options or None
 
     @staticmethod
     def raw_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -201,6 +255,13 @@ class CreateInstanceBody(_Body):
         keys = [env.key for env in self.envs]
         if len(keys) != len(set(keys)):
             found.append(("envs", "the same key is given more than once"))
+        if len(self.ports) + len(self.tools) > MAX_PORTS:
+            found.append(("tools", f"ports and tools together must not exceed {MAX_PORTS}"))
+        storage_ids = [m.id for m in self.network_storages]
+        if len(storage_ids) != len(set(storage_ids)):
+            found.append(("networkStorages", "the same storage is mounted more than once"))
+        if self.kind == "cpu" and self.billing_mode == "spot":
+            found.append(("billingMode", "CPU instances cannot be spot"))
         return found
 
 

@@ -91,6 +91,9 @@ instances = sa.Table(
     # An action asked of Novita and not yet seen to take effect (migration 0005): who asked
     # and why, so whichever observation moves the status records it (service.intents).
     sa.Column("action_intent", JSONType, nullable=True),
+    # Create options passed to Novita as given (migration 0007): kind, tools,
+    # networkStorages, command, entrypoint, minCudaVersion (service.launch).
+    sa.Column("launch", JSONType, nullable=True),
     sa.UniqueConstraint("novita_instance_id"),
     sa.CheckConstraint(_in("status", STATUS_VALUES), name="status"),
     sa.CheckConstraint(_in("billing_mode", BILLING_MODES), name="billing_mode"),

@@ -121,6 +121,7 @@ def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
         replaces_instance_id=m["replaces_instance_id"],
         replaced_by_instance_id=m["replaced_by_instance_id"],
         action_intent=m["action_intent"],
+        launch=m["launch"],
     )
 
 
@@ -192,6 +193,7 @@ async def insert_instance(
             readiness=spec.readiness,
             auto_stop=spec.auto_stop,
             interruption_policy=spec.on_interruption,
+            launch=spec.launch,
             port_mappings=[],
             created_at=now,
             updated_at=now,

@@ -63,9 +63,11 @@ from service.novita.schemas import (
     CreateInstanceRequest,
     Instance,
     InstancePage,
+    NetworkStorage,
     Product,
     RegistryAuth,
     Template,
+    cpu_product,
 )
 from service.novita.stats import ClientCounters, ClientStatus
 from service.settings import Settings
@@ -216,6 +218,45 @@ class NovitaClient:
         }
         body = await self._call("GET", "/products", params=params)
         return self._parse_each(Product, _field(body, "data", "GET /products"), "GET /products")
+
+    async def list_cpu_products(
+        self, cluster_id: str | None = None, product_name: str | None = None
+    ) -> tuple[Product, ...]:
+        """CPU products, as `Product`s priced per instance-hour (see `cpu_product`)."""
+        endpoint = "GET /cpu/products"
+        params = {"clusterId": cluster_id, "productName": product_name}
+        body = await self._call("GET", "/cpu/products", params=params)
+        raw = _field(body, "data", endpoint)
+        items = [cpu_product(item) for item in raw] if isinstance(raw, list) else raw
+        return self._parse_each(Product, items, endpoint)
+
+    async def list_network_storages(self, page_size: int = 100) -> tuple[NetworkStorage, ...]:
+        """Every network storage of the account, each once.
+
+        Pages are counted by `pageNo` (base unknown, like `pageNum`): pages are read until
+        `total` distinct storages are seen, a page brings nothing new, or the pages `total`
+        implies (plus one) are read.
+        """
+        endpoint = "GET /networkstorages/list"
+        found: dict[str, NetworkStorage] = {}
+        page_no: int | None = None  # first the server's default page, then 1, 2, ...
+        stale = 0
+        for read in range(1, 1000):
+            params = {"pageSize": page_size, "pageNo": page_no}
+            body = await self._call("GET", "/networkstorages/list", params=params)
+            items = self._parse_each(NetworkStorage, _field(body, "data", endpoint), endpoint)
+            fresh = [n for n in items if n.storage_id not in found]
+            found.update((n.storage_id, n) for n in fresh)
+            total = _optional_count(body)
+            # Page 1 may repeat the default page (when pages count from 1): one stale page
+            # is allowed, two are the end.
+            stale = 0 if fresh else stale + 1
+            if not items or total is None or len(found) >= total or stale > 1:
+                break
+            if read > -(-total // page_size) + 1:
+                break
+            page_no = read
+        return tuple(found.values())
 
     async def get_template(self, template_id: str) -> Template:
         body = await self._call("GET", "/template", params={"templateId": template_id})
@@ -539,6 +580,14 @@ class NovitaClient:
             connector = aiohttp.TCPConnector(limit=self._connection_limit, keepalive_timeout=30.0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
+
+
+def _optional_count(body: Any) -> int | None:
+    total = body.get("total") if isinstance(body, Mapping) else None
+    try:
+        return int(total) if total is not None and not isinstance(total, bool) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _last_page(

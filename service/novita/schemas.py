@@ -241,6 +241,33 @@ class Product(NovitaModel):
         return None
 
 
+def cpu_product(raw: Any) -> Any:
+    """A `/cpu/products` item as a `Product` (per instance, on demand, offered everywhere
+    unless Novita says otherwise), so one selection serves GPU and CPU requests."""
+    if not isinstance(raw, Mapping):
+        return raw
+    return {
+        "id": raw.get("id"),
+        "name": raw.get("name", ""),
+        "availableDeploy": raw.get("availableDeploy"),
+        "price": raw.get("price"),
+        "cpuPerGpu": raw.get("cpuNum"),
+        "memoryPerGpu": raw.get("memorySize"),
+        "regions": raw.get("regions"),
+        "billingMethods": raw.get("billingMethods") or ["onDemand"],
+    }
+
+
+class NetworkStorage(NovitaModel):
+    """A network volume; an instance mounting it must be created in its cluster."""
+
+    storage_id: str
+    storage_name: str = ""
+    storage_size: OptInt = None
+    cluster_id: str
+    cluster_name: OptStr = None
+
+
 class Template(NovitaModel):
     id: str = Field(validation_alias=AliasChoices("Id", "id"))
     name: str = ""

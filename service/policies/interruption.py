@@ -98,4 +98,5 @@ def replacement_spec(instance: Instance) -> InstanceSpec:
         readiness=instance.readiness,
         auto_stop=instance.auto_stop,
         on_interruption=instance.interruption_policy,
+        launch=instance.launch,
     )

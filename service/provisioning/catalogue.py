@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.clock import Clock
-from service.novita import Cluster, NovitaClient, Product
+from service.novita import Cluster, NetworkStorage, NovitaClient, Product
 from service.provisioning.selection import Block
 from service.provisioning.templates import TemplateCache
 from service.settings import Settings
+
+_CPU = "cpu"  # the key of CPU products among the per-billing-mode GPU product lists
 
 
 class CatalogueCache:
@@ -25,6 +27,7 @@ class CatalogueCache:
         self._ttl = ttl
         self._products: dict[str, tuple[float, tuple[Product, ...]]] = {}
         self._clusters: tuple[float, tuple[Cluster, ...]] | None = None
+        self._storages: tuple[float, tuple[NetworkStorage, ...]] | None = None
 
     def _fresh(self, fetched_at: float) -> bool:
         return self._clock.monotonic() - fetched_at < self._ttl
@@ -38,6 +41,24 @@ class CatalogueCache:
         products = await self._novita.list_products(billing_method=billing_mode)
         self._products[billing_mode] = (fetched_at, products)
         return products
+
+    async def cpu_products(self) -> tuple[Product, ...]:
+        """CPU products (`/cpu/products`), priced per instance-hour, on demand."""
+        cached = self._products.get(_CPU)
+        if cached is not None and self._fresh(cached[0]):
+            return cached[1]
+        fetched_at = self._clock.monotonic()
+        products = await self._novita.list_cpu_products()
+        self._products[_CPU] = (fetched_at, products)
+        return products
+
+    async def network_storages(self) -> tuple[NetworkStorage, ...]:
+        if self._storages is not None and self._fresh(self._storages[0]):
+            return self._storages[1]
+        fetched_at = self._clock.monotonic()
+        storages = await self._novita.list_network_storages()
+        self._storages = (fetched_at, storages)
+        return storages
 
     async def clusters(self) -> tuple[Cluster, ...]:
         if self._clusters is not None and self._fresh(self._clusters[0]):

@@ -66,9 +66,12 @@ async def look_up(
 ) -> CatalogueView:
     """Read (through the caches) what checking and planning `request` needs."""
     clusters = await caches.catalogue.clusters()
-    products = await caches.catalogue.products(request.billing_mode)
     other_modes: dict[str, tuple[Product, ...]] = {}
-    if not any(_is_asked_for(p, request) for p in products):
+    if request.kind == "cpu":
+        products = await caches.catalogue.cpu_products()
+    else:
+        products = await caches.catalogue.products(request.billing_mode)
+    if request.kind != "cpu" and not any(_is_asked_for(p, request) for p in products):
         for mode in BILLING_MODES:
             if mode != request.billing_mode:
                 other_modes[mode] = await caches.catalogue.products(mode)

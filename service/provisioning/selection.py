@@ -40,9 +40,15 @@ class SelectionRequest:
     rootfs_size: int | None
     preferred_region: str | None = None
     regions: tuple[str, ...] = ()
+    # Only these clusters (ids) will do, e.g. where the network storages to mount live;
+    # empty: any.
+    cluster_ids: tuple[str, ...] = ()
+    kind: str = "gpu"  # "cpu": chosen among Novita's CPU products
 
     @classmethod
-    def for_instance(cls, instance: Instance, rootfs_size: int | None) -> SelectionRequest:
+    def for_instance(
+        cls, instance: Instance, rootfs_size: int | None, cluster_ids: tuple[str, ...] = ()
+    ) -> SelectionRequest:
         return cls(
             product_name=instance.product_name,
             product_id=instance.product_id,
@@ -51,6 +57,8 @@ class SelectionRequest:
             rootfs_size=rootfs_size,
             preferred_region=instance.preferred_region,
             regions=instance.regions,
+            cluster_ids=cluster_ids,
+            kind=str((instance.launch or {}).get("kind", "gpu")),
         )
 
 
@@ -121,6 +129,7 @@ ROOTFS_OUT_OF_RANGE = "rootfs_out_of_range"
 GPU_NUM_UNAVAILABLE = "gpu_num_unavailable"
 NO_PRICE = "no_price_for_billing_mode"
 NOT_OFFERED_HERE = "not_offered_in_region"
+CLUSTER_EXCLUDED = "network_storage_elsewhere"
 CAPACITY_BLOCKED = "capacity_recently_exhausted"
 
 
@@ -183,6 +192,8 @@ def rank_candidates(
             reason = unfit_reason(product, request)
             if reason is None and not product.offered_in(cluster):
                 reason = NOT_OFFERED_HERE
+            if reason is None and request.cluster_ids and cluster.id not in request.cluster_ids:
+                reason = CLUSTER_EXCLUDED
             if reason is None and (region, product.id) in blocked:
                 reason = CAPACITY_BLOCKED
             here.append(

@@ -134,6 +134,28 @@ class Template:
 
 
 @dataclass(frozen=True)
+class NetworkStorage:
+    """A network volume (novita-api.md §5.10); mounted at create by `Id` in its cluster."""
+
+    storage_id: str
+    name: str
+    size: int  # GB
+    cluster_id: str
+    price: str = "100"  # 1/100,000 USD, a string as Novita sends it
+
+    def to_wire(self) -> dict[str, Any]:
+        cluster = cluster_by_id(self.cluster_id)
+        return {
+            "storageId": self.storage_id,
+            "storageName": self.name,
+            "storageSize": self.size,
+            "clusterId": self.cluster_id,
+            "clusterName": cluster.name if cluster is not None else "",
+            "price": self.price,
+        }
+
+
+@dataclass(frozen=True)
 class RegistryAuth:
     id: str
     name: str
@@ -207,6 +229,11 @@ PRODUCTS: tuple[Product, ...] = (
 CPU_PRODUCTS: tuple[CpuProduct, ...] = (
     CpuProduct("cpu.4c16g", "CPU 4 vCPU 16GB", 4, 16, 30, 50, 4000, ("as-sgp-2", "us-ca-06")),
     CpuProduct("cpu.16c64g", "CPU 16 vCPU 64GB", 16, 64, 50, 200, 15000, ("eu-de-01",)),
+)
+
+NETWORK_STORAGES: tuple[NetworkStorage, ...] = (
+    NetworkStorage("3f6c2a1e-8d4b-4c7a-9e2f-5b1d0a7c6e31", "datasets-sgp", 500, "as-sgp-2"),
+    NetworkStorage("a9e1d4c2-6b3f-4f8e-8a1d-2c7b5e9f0d14", "checkpoints-de", 200, "eu-de-01"),
 )
 
 REGISTRY_AUTHS: tuple[RegistryAuth, ...] = (
@@ -285,6 +312,10 @@ def product_by_id(product_id: str) -> Product | None:
 
 def cpu_product_by_id(product_id: str) -> CpuProduct | None:
     return next((p for p in CPU_PRODUCTS if p.id == product_id), None)
+
+
+def network_storage_by_id(storage_id: str) -> NetworkStorage | None:
+    return next((n for n in NETWORK_STORAGES if n.storage_id == storage_id), None)
 
 
 def template_by_id(template_id: str) -> Template | None:

@@ -217,3 +217,20 @@ def templates(query: Mapping[str, str], readings: Readings | None = None) -> dic
         "pageNum": number,
         "total": len(matches),
     }
+
+
+def network_storages(query: Mapping[str, str], readings: Readings | None = None,
+                     ) -> dict[str, Any]:
+    """`GET /networkstorages/list` (§5.10): pages counted by `pageNo`, like `pageNum`."""
+    paging = {"pageSize": query.get("pageSize", ""), "pageNum": query.get("pageNo", "")}
+    size, _, offset = page_bounds(paging, readings)
+    name = query.get("storageName", "")
+    storage_id = query.get("storageId", "")
+    matches = [
+        n for n in catalogue.NETWORK_STORAGES
+        if (not name or fuzzy(name, n.name)) and (not storage_id or n.storage_id == storage_id)
+    ]
+    return {
+        "data": [n.to_wire() for n in matches[offset:offset + size]],
+        "total": len(matches),
+    }

@@ -52,6 +52,7 @@ class V1Routes:
             web.get("/cpu/products", self.cpu_products),
             web.get("/template", self.template),
             web.get("/templates", self.templates),
+            web.get("/networkstorages/list", self.network_storages),
             web.get("/repository/auths", self.registry_auths),
             web.post("/repository/auth/save", self.save_registry_auth),
             web.post("/repository/auth/delete", self.delete_registry_auth),
@@ -92,6 +93,9 @@ class V1Routes:
 
     async def templates(self, request: web.Request) -> web.Response:
         return json_response(listing.templates(request.query, self.sim.readings))
+
+    async def network_storages(self, request: web.Request) -> web.Response:
+        return json_response(listing.network_storages(request.query, self.sim.readings))
 
     async def registry_auths(self, request: web.Request) -> web.Response:
         return json_response({"data": [a.to_wire() for a in self.sim.state.registry_auths]})

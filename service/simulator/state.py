@@ -93,7 +93,8 @@ class SimState:
             raise SimError(400, "CUDA_VERSION_INCOMPATIBLE",
                            f"product supports CUDA up to {product.cuda_version}")
         spot = req.billing_mode == "spot"
-        cluster_id = self._place(product.id, product.cluster_ids, req.cluster_id, spot)
+        wanted = _storage_cluster(req)
+        cluster_id = self._place(product.id, product.cluster_ids, wanted, spot)
         price = product.spot_price if spot and product.spot_price is not None else product.price
         return self._new_instance(
             req, product.id, product.name, cluster_id, spot, price,
@@ -111,7 +112,7 @@ class SimState:
                            {"field": "productId"})
         if req.billing_mode == "spot":
             raise SimError(400, "UNSUPPORTED_BILLING_MODE", "CPU instances cannot be spot")
-        cluster_id = self._place(cpu.id, cpu.cluster_ids, req.cluster_id, False)
+        cluster_id = self._place(cpu.id, cpu.cluster_ids, _storage_cluster(req), False)
         return self._new_instance(
             req, cpu.id, cpu.name, cluster_id, False, cpu.price,
             cpu_num=cpu.cpu_num, memory=cpu.memory_size, local_storage=cpu.local_volume_size,
@@ -280,6 +281,23 @@ class SimState:
         elif inst.holds_capacity and not should_hold:
             self.capacity.release(inst.product_id, inst.cluster_id, inst.spot)
         inst.holds_capacity = should_hold
+
+
+def _storage_cluster(req: CreateRequest) -> str:
+    """The cluster the instance must be placed in: the request's, which must hold every
+    network storage it mounts (else the storages' own cluster)."""
+    wanted = req.cluster_id
+    for storage_id, _ in req.network_storages:
+        storage = catalogue.network_storage_by_id(storage_id)
+        if storage is None:
+            raise SimError(400, "NETWORK_STORAGE_NOT_FOUND",
+                           f"network storage {storage_id} not found", {"field": "networkStorages"})
+        if wanted and storage.cluster_id != wanted:
+            raise SimError(400, "NETWORK_STORAGE_UNAVAILABLE",
+                           f"network storage {storage_id} is in cluster {storage.cluster_id}, "
+                           f"not {wanted}")
+        wanted = storage.cluster_id
+    return wanted
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -47,6 +47,7 @@ from service.novita import (
     BreakerState,
     CreateInstanceRequest,
     EnvVar,
+    NetworkStorageMount,
     NovitaCapacityError,
     NovitaCircuitOpenError,
     NovitaClient,
@@ -56,6 +57,7 @@ from service.novita import (
     NovitaProtocolError,
     NovitaRateLimitedError,
     NovitaUnavailableError,
+    Tool,
 )
 from service.novita import Instance as ProviderInstance
 from service.provisioning.catalogue import CapacityBlocks, CatalogueCache, ProvisioningCaches
@@ -87,6 +89,8 @@ NO_MATCHING_PRODUCT = "no_matching_product"
 NO_IMAGE = "no_image"
 PROVIDER_ID_CONFLICT = "provider_id_conflict"
 INVALID_REQUEST = "invalid_request"
+NETWORK_STORAGE_NOT_FOUND = "network_storage_not_found"
+NETWORK_STORAGES_APART = "network_storages_apart"
 
 
 class _Settled(Exception):
@@ -202,7 +206,8 @@ class Provisioner:
         if instance.submitted_at is not None:
             await self._look_before_creating(instance, instance.submitted_at)
         launch = await self._launch_spec(instance)
-        request = SelectionRequest.for_instance(instance, launch.rootfs_size)
+        storage_clusters = await self._storage_clusters(instance, instance.launch or {})
+        request = SelectionRequest.for_instance(instance, launch.rootfs_size, storage_clusters)
         view = await look_up(request, None, self._caches)  # (the template is checked above)
         # Requests accepted while Novita could not be reached are validated here.
         invalid = problems(request, None, view)
@@ -237,6 +242,29 @@ class Provisioner:
         log.warning("provision.candidates_exhausted", instance_id=instance.id,
                     tried=len(attempts), reason=reason)
         await self._fail(instance, reason, {"attempts": attempts})
+
+    async def _storage_clusters(
+        self, instance: Instance, options: Mapping[str, Any]
+    ) -> tuple[str, ...]:
+        """The cluster the network storages to mount live in (they must share one)."""
+        wanted = [str(m["id"]) for m in options.get("networkStorages", [])]
+        if not wanted:
+            return ()
+        known = {n.storage_id: n for n in await self.catalogue.network_storages()}
+        missing = [storage_id for storage_id in wanted if storage_id not in known]
+        if missing:
+            await self._fail(instance, NETWORK_STORAGE_NOT_FOUND, {"networkStorages": missing})
+            raise _Settled
+        clusters = sorted({known[storage_id].cluster_id for storage_id in wanted})
+        if len(clusters) > 1:
+            await self._fail(
+                instance,
+                NETWORK_STORAGES_APART,
+                {"message": "the network storages are in different clusters",
+                 "clusterIds": clusters},
+            )
+            raise _Settled
+        return tuple(clusters)
 
     async def _look_before_creating(self, instance: Instance, submitted_at: datetime) -> None:
         """Adopt an instance an earlier create made; else wait out the settle window."""
@@ -655,21 +683,33 @@ async def _holder(conn: AsyncConnection, novita_id: str, instance_id: str) -> In
 def build_create_request(
     instance: Instance, launch: LaunchSpec, candidate: Candidate
 ) -> CreateInstanceRequest:
+    """The create body: the template merged with the request; the request's own create
+    options (kind, tools, network storages, command, entrypoint, minCudaVersion) win."""
     assert launch.image_url is not None
+    options = instance.launch or {}
+    gpu = options.get("kind", "gpu") == "gpu"
     return CreateInstanceRequest(
         name=provider_name(instance.id, instance.name),
         product_id=candidate.product.id,
-        gpu_num=instance.gpu_num,
-        rootfs_size=candidate.rootfs_size,
+        gpu_num=instance.gpu_num if gpu else None,  # CPU instances take neither
+        rootfs_size=candidate.rootfs_size if gpu else None,
         image_url=launch.image_url,
         image_auth_id=launch.image_auth_id or None,
         ports=[(int(p["port"]), str(p["type"])) for p in launch.ports] or None,
         envs=tuple(EnvVar(key=e["key"], value=e["value"]) for e in launch.envs),
-        command=launch.command or None,
-        entrypoint=launch.entrypoint or None,
-        min_cuda_version=launch.min_cuda_version or None,
+        tools=tuple(
+            Tool(name=t["name"], port=str(t["port"]), type=t["type"])
+            for t in options.get("tools", [])
+        ),
+        network_storages=tuple(
+            NetworkStorageMount(id=m["id"], mount_point=m["mountPoint"])
+            for m in options.get("networkStorages", [])
+        ),
+        command=options.get("command") or launch.command or None,
+        entrypoint=options.get("entrypoint") or launch.entrypoint or None,
+        min_cuda_version=options.get("minCudaVersion") or launch.min_cuda_version or None,
         cluster_id=candidate.cluster_id,
-        kind="gpu",
+        kind="gpu" if gpu else "cpu",
         billing_mode=instance.billing_mode,
         month=1 if instance.billing_mode == "monthly" else None,
     )
