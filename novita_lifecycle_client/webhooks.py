@@ -5,9 +5,12 @@ Each delivery is signed twice with the key inside `WEBHOOK_SECRET` (`whsec_<base
 - Standard Webhooks: `webhook-id`, `webhook-timestamp` (unix seconds) and
   `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`; the
   header may hold several space-separated signatures, any valid `v1` one is enough;
-- legacy: `X-Webhook-Signature: sha256=<hex HMAC-SHA256(key, body)>` and
-  `X-Webhook-Timestamp`, for receivers written against the earlier service. It does not
-  sign the timestamp, so it is only used when the standard headers are absent.
+- legacy: `X-Webhook-Signature: sha256=<hex HMAC-SHA256(secret, body)>` and
+  `X-Webhook-Timestamp`, for receivers written against the earlier service, which keyed
+  this HMAC with the secret string exactly as configured (its UTF-8 bytes, `whsec_` and
+  all). Deliveries of this service's first releases keyed it with the decoded key; both
+  verify. It does not sign the timestamp, so it is only used when the standard headers are
+  absent.
 
 Give several secrets while rotating: a delivery signed with any of them is accepted.
 
@@ -128,6 +131,9 @@ class WebhookVerifier:
     ) -> None:
         names = [secrets] if isinstance(secrets, str) else list(secrets)
         self._keys = tuple(decode_secret(secret) for secret in names)
+        # The legacy header's keys: each secret as written (the earlier service), then the
+        # decoded key (this service before it matched the earlier one).
+        self._legacy_keys = tuple(s.strip().encode() for s in names) + self._keys
         if not self._keys:
             raise ValueError("at least one webhook secret is required")
         if tolerance <= 0:
@@ -183,7 +189,7 @@ class WebhookVerifier:
             raise MalformedWebhookError("X-Webhook-Signature is not sha256=<hex>")
         timestamp = self._timestamp(headers.get("x-webhook-timestamp"), "X-Webhook-Timestamp")
         matched = False
-        for key in self._keys:
+        for key in self._legacy_keys:
             candidate = hmac.new(key, body, hashlib.sha256).hexdigest()
             matched |= hmac.compare_digest(given.strip().lower().encode(), candidate.encode())
         if not matched:

@@ -17,7 +17,7 @@ from service.clock import Clock
 from service.notifications.errors import WebhookTargetRefusedError
 from service.notifications.models import AttemptOutcome, DeliveryResult
 from service.notifications.schedule import parse_retry_after
-from service.notifications.signing import delivery_headers
+from service.notifications.signing import SigningKeys, delivery_headers
 from service.notifications.ssrf import (
     CheckedResolver,
     check_literal_host,
@@ -66,7 +66,7 @@ class Deliverer:
         self._allow_private = allow_private
 
     async def attempt(
-        self, url: str, *, message_id: str, body: bytes, key: bytes
+        self, url: str, *, message_id: str, body: bytes, keys: SigningKeys
     ) -> DeliveryResult:
         started_at = self._clock.now()
         started = self._clock.monotonic()
@@ -95,7 +95,7 @@ class Deliverer:
             return result(AttemptOutcome.REFUSED, error=refusal.message)
 
         headers = delivery_headers(
-            key=key, message_id=message_id, timestamp=int(started_at.timestamp()), body=body
+            keys=keys, message_id=message_id, timestamp=int(started_at.timestamp()), body=body
         )
         try:
             async with self._session.post(

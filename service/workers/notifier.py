@@ -47,10 +47,10 @@ from service.notifications.models import (
     NotificationStatus,
 )
 from service.notifications.schedule import RetrySchedule
-from service.notifications.signing import encode_body
+from service.notifications.signing import SigningKeys, encode_body
 from service.notifications.ssrf import parse_target
 from service.resources import Resources
-from service.settings import Settings, decode_webhook_secret
+from service.settings import Settings
 from service.workers.loop import WorkerLoop
 
 log = structlog.get_logger(__name__)
@@ -103,7 +103,7 @@ class Notifier:
         self.schedule = schedule or RetrySchedule(settings.webhook_retry_schedule)
         self._no_target_noted = False
         secret = settings.webhook_secret
-        self._key = decode_webhook_secret(secret.get_secret_value()) if secret else None
+        self._key = SigningKeys.from_secret(secret.get_secret_value()) if secret else None
         self._default_url = settings.webhook_url
         self._batch_size = settings.notifier_concurrency
         self._per_host = settings.notifier_per_host_concurrency
@@ -267,7 +267,7 @@ class Notifier:
     ) -> tuple[ClaimedNotification, DeliveryResult]:
         assert self._key is not None  # rows are only claimed for delivery with a key
         result = await deliverer.attempt(
-            url, message_id=row.id, body=encode_body(row.payload), key=self._key
+            url, message_id=row.id, body=encode_body(row.payload), keys=self._key
         )
         return row, result
 

@@ -47,8 +47,13 @@ def signed(
     return {"webhook-id": msg_id, "webhook-timestamp": str(at), "webhook-signature": signature}
 
 
-def legacy(body: bytes, *, secret: str = SECRET, at: int = NOW) -> dict[str, str]:
-    digest = hmac.new(decode_secret(secret), body, hashlib.sha256).hexdigest()
+def legacy(
+    body: bytes, *, secret: str = SECRET, at: int = NOW, decoded: bool = False
+) -> dict[str, str]:
+    """The earlier service's header: keyed with the secret string as written (`decoded`:
+    as this service's first releases keyed it, with the decoded key)."""
+    key = decode_secret(secret) if decoded else secret.encode()
+    digest = hmac.new(key, body, hashlib.sha256).hexdigest()
     return {"X-Webhook-Signature": f"sha256={digest}", "X-Webhook-Timestamp": str(at)}
 
 
@@ -149,6 +154,14 @@ def test_the_legacy_header_verifies_alone() -> None:
         verify(legacy(body, at=NOW - 600), body, SECRET, now=NOW)
     with pytest.raises(MalformedWebhookError):
         verify(legacy(body), body, SECRET, now=NOW, accept_legacy=False)
+
+
+def test_the_legacy_header_keyed_with_the_decoded_key_still_verifies() -> None:
+    body = payload()
+    event = verify(legacy(body, decoded=True), body, SECRET, now=NOW)
+    assert event.scheme == "legacy"
+    with pytest.raises(InvalidSignatureError):
+        verify(legacy(body, secret=OTHER, decoded=True), body, SECRET, now=NOW)
 
 
 def test_a_bad_standard_signature_is_not_rescued_by_a_good_legacy_one() -> None:

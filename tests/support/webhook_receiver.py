@@ -1,7 +1,8 @@
 """A real webhook receiver on loopback that verifies every delivery like a client would.
 
 Each request is checked with the `standardwebhooks` package (signature over id, timestamp
-and raw body) and against the legacy `X-Webhook-Signature: sha256=<hex>` header. Its clock
+and raw body) and against the legacy `X-Webhook-Signature: sha256=<hex>` header (keyed
+with the secret string as written, as the earlier service's receivers do). Its clock
 is the test's `ManualClock` (sender and receiver share one notion of "now", as they do in
 production), so tests can step hours of retry ladder without the timestamps going stale.
 
@@ -26,7 +27,6 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service.clock import ManualClock
-from service.settings import decode_webhook_secret
 
 _WAIT_LIMIT = 5.0  # seconds: a bound on waiting for the notifier, never a schedule step
 
@@ -69,7 +69,9 @@ class _Answer:
 class WebhookReceiver:
     def __init__(self, secret: str, clock: ManualClock) -> None:
         self._webhook = _ClockedWebhook(secret, clock)
-        self._key = decode_webhook_secret(secret)
+        # A receiver written for the earlier service keys the legacy HMAC with the secret
+        # string as configured.
+        self._legacy_key = secret.encode()
         self.received: list[Received] = []
         self.verification_errors: list[str] = []
         self._plans: dict[str, deque[_Answer]] = defaultdict(deque)
@@ -117,7 +119,7 @@ class WebhookReceiver:
         try:
             try:
                 self._webhook.verify(body, headers)
-                expected = "sha256=" + hmac.new(self._key, body, hashlib.sha256).hexdigest()
+                expected = "sha256=" + hmac.new(self._legacy_key, body, hashlib.sha256).hexdigest()
                 if not hmac.compare_digest(lowered.get("x-webhook-signature", ""), expected):
                     raise WebhookVerificationError("legacy X-Webhook-Signature mismatch")
                 if lowered.get("x-webhook-timestamp") != lowered.get("webhook-timestamp"):

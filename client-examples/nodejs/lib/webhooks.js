@@ -3,7 +3,8 @@
 // Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64
 // HMAC-SHA256(key, "{id}.{timestamp}.{body}")>` (several space-separated entries allowed);
 // key = base64-decoded part of `whsec_...`. Legacy, used only when the standard headers are
-// absent: `X-Webhook-Signature: sha256=<hex HMAC-SHA256(key, body)>` + `X-Webhook-Timestamp`.
+// absent: `X-Webhook-Signature: sha256=<hex HMAC-SHA256(secret as written, body)>` +
+// `X-Webhook-Timestamp` (the decoded key is accepted too).
 // Always verify the bytes as received: re-serialised JSON does not match the signature.
 
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
@@ -74,7 +75,10 @@ export function verifyWebhook(headers, rawBody, secrets, { toleranceSec = DEFAUL
     const [kind, given] = header(headers, 'x-webhook-signature').split('=', 2);
     if (kind !== 'sha256' || !given) throw new MalformedWebhookError('X-Webhook-Signature is not sha256=<hex>');
     timestamp = timestampOf(header(headers, 'x-webhook-timestamp'), 'X-Webhook-Timestamp');
-    const expected = keys.map((key) => createHmac('sha256', key).update(body).digest('hex'));
+    // Keyed with each secret as written (the earlier service), or its decoded key (this
+    // service's first releases).
+    const legacyKeys = [].concat(secrets).map((s) => Buffer.from(String(s).trim())).concat(keys);
+    const expected = legacyKeys.map((key) => createHmac('sha256', key).update(body).digest('hex'));
     if (!expected.map((e) => safeEqual(given.toLowerCase(), e)).includes(true)) throw new InvalidSignatureError('no signature matches');
     [id, scheme] = [`sha256:${createHash('sha256').update(body).digest('hex')}`, 'legacy'];
   } else {

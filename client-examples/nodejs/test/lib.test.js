@@ -60,10 +60,14 @@ test('malformed deliveries are refused', () => {
 });
 
 test('the legacy header verifies alone', () => {
-  const hex = createHmac('sha256', decodeSecret(SECRET)).update(body).digest('hex');
+  // The earlier service keyed it with the secret string as written.
+  const hex = createHmac('sha256', Buffer.from(SECRET)).update(body).digest('hex');
   const headers = { 'x-webhook-signature': `sha256=${hex}`, 'x-webhook-timestamp': String(NOW) };
   assert.equal(verifyWebhook(headers, body, SECRET, { nowSec: NOW }).scheme, 'legacy');
   assert.throws(() => verifyWebhook(headers, body, OTHER, { nowSec: NOW }), InvalidSignatureError);
+  const decoded = createHmac('sha256', decodeSecret(SECRET)).update(body).digest('hex');
+  const old = { 'x-webhook-signature': `sha256=${decoded}`, 'x-webhook-timestamp': String(NOW) };
+  assert.equal(verifyWebhook(old, body, SECRET, { nowSec: NOW }).scheme, 'legacy');
 });
 
 test('recent ids drop duplicates, forget the oldest and expire', () => {
