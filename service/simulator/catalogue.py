@@ -135,7 +135,8 @@ class Template:
 
 @dataclass(frozen=True)
 class NetworkStorage:
-    """A network volume (novita-api.md §5.10); mounted at create by `Id` in its cluster."""
+    """A network volume; mounted at create (`networkStorages: [{Id, mountPoint}]`) in its
+    cluster."""
 
     storage_id: str
     name: str
