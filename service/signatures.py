@@ -22,6 +22,9 @@ def _keyed(key: bytes) -> hmac.HMAC:
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
+MAX_TIMESTAMP_DIGITS = 12
+
+
 class SignatureError(Exception):
     """Why a webhook's signature was not accepted (the message says which check failed)."""
 
@@ -52,9 +55,12 @@ def verify(
             if not value
         ]
         raise SignatureError(f"missing header(s): {', '.join(missing)}")
-    if not timestamp.strip().isdigit():
+    text = timestamp.strip()
+    # ASCII digits only (str.isdigit() also takes "²" and other scripts' digits), and
+    # short: 12 digits reach the year 33658, so a longer value is never a valid time.
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_TIMESTAMP_DIGITS):
         raise SignatureError("webhook-timestamp is not a whole number of seconds")
-    sent_at = int(timestamp.strip())
+    sent_at = int(text)
     if sent_at < now - tolerance:
         raise SignatureError(f"webhook-timestamp is more than {tolerance:g} s old")
     if sent_at > now + tolerance:

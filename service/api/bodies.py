@@ -1,8 +1,11 @@
-"""Reading request bodies: size limit, JSON parsing and pydantic validation → clear 4xx."""
+"""Reading request bodies: size limit, JSON parsing and pydantic validation → clear 4xx.
+
+Every body goes through `service.api.clean_json` (the input gate's parser): what it
+refuses never reaches a handler, pydantic or the database.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 import orjson
@@ -10,10 +13,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
 
+from service.api.clean_json import JsonSyntaxError, UncleanJsonError, loads
 from service.errors import MalformedRequestError, PayloadTooLargeError, ValidationFailedError
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_BODY_LIMIT = 1024 * 1024
+# A Content-Length beyond this many digits is refused without converting it.
+_MAX_LENGTH_DIGITS = 18
 
 
 async def read_body(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
@@ -27,7 +33,7 @@ async def read_asgi_body(
 ) -> bytes:
     """The request body from the ASGI messages; 413 past `limit` (refused before reading
     when the declared Content-Length already says so), 400 if the client goes away."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _declared_over(declared, limit):
         raise PayloadTooLargeError(f"the body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -44,15 +50,29 @@ async def read_asgi_body(
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _declared_over(declared: str, limit: int) -> bool:
+    text = declared.strip()
+    if not (text.isascii() and text.isdigit()):
+        return False  # not a length: the server's parser has already refused the request
+    return len(text) > _MAX_LENGTH_DIGITS or int(text) > limit
+
+
 def parse_json_object(raw: bytes, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The body as a JSON object: 400 when it is not JSON, not an object or nests too
+    deep; 422 naming the field when a value cannot be stored (NUL, an unsafe number)."""
     if not raw.strip():
         if empty_ok:
             return {}
         raise MalformedRequestError("the request needs a JSON object body")
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = loads(raw)
+    except JsonSyntaxError as exc:
         raise MalformedRequestError(f"the body is not valid JSON: {exc}") from None
+    except UncleanJsonError as exc:
+        problem = exc.problem
+        if problem.kind == "depth":
+            raise MalformedRequestError(f"the body {problem.message} (at {problem.path})") from None
+        raise ValidationFailedError([{"field": problem.path, "message": problem.message}]) from None
     if not isinstance(value, dict):
         raise MalformedRequestError("the body must be a JSON object")
     return value
@@ -80,7 +100,9 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
                 "message": str(error["msg"]).removeprefix("Value error, "),
             }
             if error["type"] != "missing" and "input" in error:
-                entry["value"] = _jsonable(error["input"])
+                echoed = _jsonable(error["input"])
+                if echoed is not None:
+                    entry["value"] = echoed
             fields.append(entry)
         # Rules across fields that hold even for a body pydantic refused (all at once).
         raw_problems = getattr(model, "raw_problems", None)
@@ -97,7 +119,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     if found:
         raise ValidationFailedError(
             [
-                {"field": field, "message": message, "value": data.get(field)}
+                {"field": field, "message": message, "value": _jsonable(data.get(field))}
                 for field, message in found
             ]
         )
@@ -105,8 +127,10 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
 
 
 def _jsonable(value: Any) -> Any:
+    """A value to echo in an error, only when it serialises (else no value is echoed:
+    a message never fails on what it quotes)."""
     try:
         orjson.dumps(value)  # what the error response is rendered with (64-bit integers)
-    except (TypeError, ValueError):
-        return repr(value)
+    except (TypeError, ValueError):  # not even repr(): a 5,000-digit int's repr raises
+        return None
     return value

@@ -6,6 +6,11 @@ every log line of the request reads it from (`service.logging.REQUEST_ID`). Each
 is then counted and timed by route template (never the raw path, so ids cannot explode
 the label set).
 
+It also refuses, with 404, a path no resource can have: one holding a NUL (`%00`, which
+PostgreSQL's text cannot hold, so no lookup may see it) or longer than `MAX_PATH`
+characters (ids are short). The input gate's part for path parameters lives here, ahead
+of every route.
+
 One layer instead of two: on the hot endpoints every wrapper around `send` and every
 context manager is a measurable share of the request.
 """
@@ -18,8 +23,10 @@ import secrets
 import time
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import error_response
 from service.logging import REQUEST_ID
 from service.metrics import HttpMetrics
 
@@ -29,6 +36,7 @@ _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # without a system call per request; an id needs to be unique, not secret.
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
+MAX_PATH = 1024
 
 
 def new_request_id() -> str:
@@ -75,9 +83,19 @@ class EdgeMiddleware:
 
         token = REQUEST_ID.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            path: str = scope["path"]
+            if "\x00" in path or len(path) > MAX_PATH:
+                await _no_such_path(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
             self.metrics.observe(
                 route_label(scope), scope["method"], status, time.perf_counter() - started
             )
+
+
+async def _no_such_path(scope: Scope, receive: Receive, send: Send) -> None:
+    message = f"no resource has a path with a NUL character or longer than {MAX_PATH}"
+    response = error_response(Request(scope), 404, "NOT_FOUND", message)
+    await response(scope, receive, send)

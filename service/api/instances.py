@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,8 +16,10 @@ from starlette.routing import Route
 
 from service.api.bodies import parse_json_object, read_body, validate
 from service.api.policies import patch_policies
+from service.api.query_params import Query
 from service.api.responses import JSONResponse
 from service.api.schemas import CreateInstanceBody, LastUsedBody
+from service.cursors import encode_position
 from service.db import repository as repo
 from service.domain import Instance, InstanceSpec, Status
 from service.errors import InstanceNotFoundError, ValidationFailedError
@@ -150,74 +150,37 @@ async def create_instance(request: Request) -> JSONResponse:
     return JSONResponse(created.body, status_code=created.status, headers=headers)
 
 
-def _encode_cursor(created_at: datetime, instance_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), instance_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _limit(query: Query, default: int = DEFAULT_PAGE) -> int:
+    return query.integer("limit", default=default, low=1, high=MAX_PAGE)
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, instance_id = json.loads(base64.urlsafe_b64decode(padded))
-        when = datetime.fromisoformat(created_at)
-        if when.tzinfo is None or not isinstance(instance_id, str):
-            raise ValueError("bad cursor")
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise _invalid("cursor", "is not a cursor this API returned", cursor) from None
-    return when, instance_id
-
-
-def _limit(request: Request, default: int = DEFAULT_PAGE) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise _invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}", raw)
-    return int(raw)
-
-
-def _statuses(request: Request) -> tuple[Status, ...]:
+def _statuses(query: Query) -> tuple[Status, ...]:
     values = [
-        part.strip()
-        for raw in request.query_params.getlist("status")
-        for part in raw.split(",")
-        if part.strip()
+        part.strip() for raw in query.texts("status") for part in raw.split(",") if part.strip()
     ]
     try:
         return tuple(Status(value) for value in values)
     except ValueError:
         known = ", ".join(status.value for status in Status)
-        raise _invalid("status", f"must be one of {known}", ",".join(values)) from None
-
-
-def _labels(request: Request) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for raw in request.query_params.getlist("label"):
-        separator = ":" if ":" in raw else "="
-        key, found, value = raw.partition(separator)
-        if not found or not key:
-            raise _invalid("label", "must be KEY:VALUE (or KEY=VALUE)", raw)
-        pairs.append((key, value))
-    return tuple(pairs)
+        raise _invalid("status", f"must be one of {known}", ",".join(values)[:100]) from None
 
 
 async def list_instances(request: Request) -> JSONResponse:
-    params = request.query_params
-    limit = _limit(request)
-    cursor = params.get("cursor")
+    query = Query(request.query_params)
+    limit = _limit(query)
     where = repo.InstanceFilter(
-        statuses=_statuses(request),
-        region=params.get("region") or None,
-        product=params.get("product") or None,
-        name=params.get("name") or None,
-        labels=_labels(request),
+        statuses=_statuses(query),
+        region=query.text("region"),
+        product=query.text("product"),
+        name=query.text("name"),
+        labels=query.label_filters(),
     )
-    before = _decode_cursor(cursor) if cursor else None
+    before = query.position_cursor()
     async with _resources(request).database.read() as conn:
         page = await repo.list_instances(conn, where, limit=limit + 1, before=before)
     more = len(page) > limit
     page = page[:limit]
-    next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    next_cursor = encode_position(page[-1].created_at, page[-1].id) if more else None
     return JSONResponse({"items": [instance_view(i) for i in page], "nextCursor": next_cursor})
 
 
@@ -235,14 +198,11 @@ async def get_instance(request: Request) -> Response:
 
 async def list_events(request: Request) -> JSONResponse:
     instance = await _lifecycle(request).get(request.path_params["instance_id"])
-    limit = _limit(request, default=100)
-    raw_after = request.query_params.get("cursor", "0")
-    if not raw_after.isdigit():
-        raise _invalid("cursor", "is not a cursor this API returned", raw_after)
+    query = Query(request.query_params)
+    limit = _limit(query, default=100)
+    after = query.sequence_cursor()
     async with _resources(request).database.read() as conn:
-        events = await repo.list_events(
-            conn, instance.id, after_seq=int(raw_after), limit=limit + 1
-        )
+        events = await repo.list_events(conn, instance.id, after_seq=after, limit=limit + 1)
     more = len(events) > limit
     events = events[:limit]
     return JSONResponse(
@@ -289,8 +249,6 @@ async def put_last_used(request: Request) -> JSONResponse:
     now = _resources(request).clock.now()
     at = body.last_used_at
     if at is not None:
-        if at.tzinfo is None:
-            raise _invalid("lastUsedAt", "must include a time zone (e.g. 2026-01-01T12:00:00Z)")
         if at > now + HEARTBEAT_SKEW:
             raise _invalid("lastUsedAt", "is in the future", data.get("lastUsedAt"))
         at = min(at, now)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -10,11 +9,11 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from service.api.bodies import parse_json_object, read_body, validate
+from service.api.query_params import Query
 from service.api.responses import JSONResponse
-from service.api.schemas import _Body
+from service.api.schemas import Moment, _Body
 from service.db import outbox
 from service.errors import ValidationFailedError
-from service.notifications.errors import InvalidCursorError
 from service.notifications.models import NotificationCursor, NotificationStatus
 from service.notifications.views import notification_detail_view, notification_view
 from service.presenters import iso
@@ -24,7 +23,7 @@ MAX_PAGE = 200
 
 
 class RedeliverFailedBody(_Body):
-    since: datetime
+    since: Moment
     instance_id: str | None = Field(default=None, alias="instanceId", max_length=64)
 
 
@@ -42,27 +41,22 @@ def _invalid(field: str, message: str, value: Any) -> ValidationFailedError:
 
 
 async def list_notifications(request: Request) -> JSONResponse:
-    params = request.query_params
-    raw_limit = params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-        raise _invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}", raw_limit)
-    status = params.get("status")
+    query = Query(request.query_params)
+    limit = query.integer("limit", default=50, low=1, high=MAX_PAGE)
+    status = query.text("status")
     if status is not None and status not in {s.value for s in NotificationStatus}:
         known = ", ".join(s.value for s in NotificationStatus)
-        raise _invalid("status", f"must be one of {known}", status)
-    cursor = params.get("cursor")
-    try:
-        after = NotificationCursor.decode(cursor) if cursor else None
-    except InvalidCursorError:
-        raise _invalid("cursor", "is not a cursor this API returned", cursor) from None
+        raise _invalid("status", f"must be one of {known}", status[:100])
+    position = query.position_cursor()
+    after = NotificationCursor(*position) if position else None
     async with _resources(request).database.read() as conn:
         page = await outbox.list_notifications(
             conn,
-            instance_id=params.get("instance") or params.get("instanceId"),
+            instance_id=query.text("instance") or query.text("instanceId"),
             status=status,
-            type=params.get("type"),
+            type=query.text("type"),
             after=after,
-            limit=int(raw_limit),
+            limit=limit,
         )
     return JSONResponse(
         {
@@ -89,8 +83,6 @@ async def redeliver_notification(request: Request) -> JSONResponse:
 
 async def redeliver_failed(request: Request) -> JSONResponse:
     body = validate(RedeliverFailedBody, parse_json_object(await read_body(request)))
-    if body.since.tzinfo is None:
-        raise _invalid("since", "must include a time zone", str(body.since))
     resources = _resources(request)
     async with resources.database.transaction() as conn:
         count = await outbox.redeliver_failed_since(

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.api.openapi import EXTRA_PATHS, _errors, _operation, _path, _query
+from service.api.query_params import Query
 from service.errors import ValidationFailedError
 from service.reports.params import REPORT_NAMES, SPECS, parse_query
 from service.reports.render import render
@@ -53,11 +54,15 @@ async def get_report(request: Request) -> Response:
         )
     resources: Resources = request.state.resources
     now = resources.clock.now()
+    texts = Query(params)
     try:
         query = parse_query(
             name,
             now=now,
-            **{internal: params.get(public) for public, internal in _PARAMETERS.items()},
+            since=texts.text("since"),  # empty means not given, like every text filter
+            until=texts.text("until"),
+            at=texts.text("at"),
+            group_by=params.get("groupBy"),  # empty: totals, no grouping
         )
     except ValidationFailedError as exc:
         raise _api_fields(exc) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,11 +19,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
 )
 
 RESERVED_PORTS = range(2222, 2225)
 MAX_PORTS = 15
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")  # used with fullmatch
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 
@@ -32,13 +33,50 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _json_integer(value: Any) -> Any:
+    """What the schema says, no more: a JSON number (not `true`, not `"5"`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    return value
+
+
+JsonNumber = BeforeValidator(_json_integer)  # last in Annotated, so bounds stay in the schema
+
+# RFC 3339 date-time (what `format: date-time` means), with ASCII digits and a zone.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _moment_text(value: Any) -> Any:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 time with a zone, e.g. 2026-01-01T12:00:00Z")
+    return value
+
+
+def _moment_in_range(value: datetime) -> datetime:
+    try:
+        moment = value.astimezone(UTC)  # "0001-01-01T00:00:00+14:00" overflows here
+    except OverflowError:
+        moment = None
+    if moment is None or not EARLIEST_MOMENT <= moment < LATEST_MOMENT:
+        raise ValueError("must be between 1970-01-01 and 9999-01-01")
+    return moment
+
+
+# A point in time from a client: RFC 3339 text with a zone, within 1970-9999, in UTC.
+Moment = Annotated[datetime, BeforeValidator(_moment_text), AfterValidator(_moment_in_range)]
+
+
 def _not_reserved(port: int) -> int:
     if port in RESERVED_PORTS:
         raise ValueError("ports 2222-2224 are reserved by Novita")
     return port
 
 
-Port = Annotated[int, Field(ge=1, le=65535), AfterValidator(_not_reserved)]
+Port = Annotated[int, Field(ge=1, le=65535), JsonNumber, AfterValidator(_not_reserved)]
 
 
 class PortSpec(_Body):
@@ -53,7 +91,8 @@ def _parse_port_string(value: Any) -> Any:
     ports: list[dict[str, Any]] = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         number, _, kind = item.partition("/")
-        if not number.strip().isdigit():
+        digits = number.strip()
+        if not (0 < len(digits) <= 5 and digits.isascii() and digits.isdigit()):
             raise ValueError(f"{item!r} is not PORT/TYPE, e.g. 8888/http")
         ports.append({"port": int(number), "type": (kind.strip() or "http").lower()})
     return ports
@@ -80,7 +119,7 @@ class Readiness(_Body):
 
 
 class AutoStop(_Body):
-    idle_minutes: int = Field(alias="idleMinutes", ge=1, le=10080)
+    idle_minutes: Annotated[int, Field(ge=1, le=10080), JsonNumber] = Field(alias="idleMinutes")
     action: Literal["stop", "delete"] = "stop"
 
 
@@ -88,8 +127,12 @@ class OnInterruption(_Body):
     """What the service does when Novita reclaims a spot instance (bounded retries)."""
 
     action: Literal["notify", "restart", "recreate"] = "notify"
-    max_attempts: int | None = Field(default=None, alias="maxAttempts", ge=1, le=100)
-    max_minutes: int | None = Field(default=None, alias="maxMinutes", ge=1, le=10080)
+    max_attempts: Annotated[int, Field(ge=1, le=100), JsonNumber] | None = Field(
+        default=None, alias="maxAttempts"
+    )
+    max_minutes: Annotated[int, Field(ge=1, le=10080), JsonNumber] | None = Field(
+        default=None, alias="maxMinutes"
+    )
 
 
 class UpdatePoliciesBody(_Body):
@@ -110,22 +153,38 @@ def _check_name(value: str) -> str:
 
 
 def _check_labels(value: dict[str, str]) -> dict[str, str]:
-    for key, label in value.items():
-        if not _LABEL_KEY.match(key):
-            raise ValueError(f"label key {key!r} must be 1-63 of letters, digits, . _ / -")
-        if len(label) > 255:
-            raise ValueError(f"label {key!r} is longer than 255 characters")
+    for key in value:
+        if not LABEL_KEY.fullmatch(key):
+            raise ValueError(f"label key {key[:70]!r} must be 1-63 of letters, digits, . _ / -")
     return value
 
 
 def _str_id(value: Any) -> Any:
     # The earlier service's clients send templateId as a string; numbers are fine too.
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
     return value
 
 
+_TEMPLATE_ID_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": 64},
+        {"type": "integer", "minimum": 0},
+    ]
+}
+_LABELS_SCHEMA = {
+    "type": "object",
+    "maxProperties": 50,
+    "propertyNames": {"pattern": f"^{LABEL_KEY.pattern}$"},
+    "additionalProperties": {"type": "string", "maxLength": 255},
+}
+
+
 Region = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _given(field: str) -> dict[str, Any]:
+    return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
 
 
 # -- create options Novita takes as they are (kind, tools, network storages, ...) ----------
@@ -159,8 +218,9 @@ class CreateInstanceBody(_Body):
         json_schema_extra={
             # The cross-field rules of `problems()`, for clients and tools reading the schema.
             "allOf": [
-                {"anyOf": [{"required": ["productName"]}, {"required": ["productId"]}]},
-                {"anyOf": [{"required": ["templateId"]}, {"required": ["imageUrl"]}]},
+                # Given and not null: `"productName": null` counts as not given.
+                {"anyOf": [_given("productName"), _given("productId")]},
+                {"anyOf": [_given("templateId"), _given("imageUrl")]},
             ]
         },
     )
@@ -174,14 +234,22 @@ class CreateInstanceBody(_Body):
     )
     product_id: str | None = Field(default=None, alias="productId", min_length=1, max_length=255)
     template_id: (
-        Annotated[str, BeforeValidator(_str_id), Field(min_length=1, max_length=64)] | None
+        Annotated[
+            str,
+            BeforeValidator(_str_id),
+            Field(min_length=1, max_length=64),
+            WithJsonSchema(_TEMPLATE_ID_SCHEMA),
+        ]
+        | None
     ) = Field(default=None, alias="templateId")
     image_url: str | None = Field(default=None, alias="imageUrl", min_length=1, max_length=500)
     image_auth_id: str | None = Field(
         default=None, alias="imageAuthId", min_length=1, max_length=255
     )
-    gpu_num: int = Field(default=1, alias="gpuNum", ge=1, le=8)
-    rootfs_size: int | None = Field(default=None, alias="rootfsSize", ge=10, le=6144)
+    gpu_num: Annotated[int, Field(ge=1, le=8), JsonNumber] = Field(default=1, alias="gpuNum")
+    rootfs_size: Annotated[int, Field(ge=10, le=6144), JsonNumber] | None = Field(
+        default=None, alias="rootfsSize"
+    )
     billing_mode: Literal["spot", "onDemand", "monthly"] = Field(
         default="onDemand", alias="billingMode"
     )
@@ -195,9 +263,11 @@ class CreateInstanceBody(_Body):
     ] = Field(default_factory=list)
     envs: list[EnvVar] = Field(default_factory=list, max_length=100)
     webhook_url: Annotated[str | None, Field(alias="webhookUrl", max_length=2048)] = None
-    labels: Annotated[dict[str, str], AfterValidator(_check_labels)] = Field(
-        default_factory=dict, max_length=50
-    )
+    labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=255)]],
+        AfterValidator(_check_labels),
+        WithJsonSchema(_LABELS_SCHEMA),
+    ] = Field(default_factory=dict, max_length=50)
     readiness: Readiness | None = None
     auto_stop: AutoStop | None = Field(default=None, alias="autoStop")
     on_interruption: OnInterruption | None = Field(default=None, alias="onInterruption")
@@ -266,4 +336,4 @@ class CreateInstanceBody(_Body):
 
 
 class LastUsedBody(_Body):
-    last_used_at: datetime | None = Field(default=None, alias="lastUsedAt")
+    last_used_at: Moment | None = Field(default=None, alias="lastUsedAt")

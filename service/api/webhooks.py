@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope
 
+from service.api import clean_json
 from service.api.bodies import read_asgi_body
 from service.db import webhook_tallies
 from service.db.inbox import InboxRecord
@@ -31,18 +32,22 @@ log = structlog.get_logger(__name__)
 
 
 def parse_envelope(raw: bytes, webhook_id: str) -> InboxRecord:
-    """`{"type", "timestamp"?, "data": {"instanceId"?, ...}}` → what the inbox stores."""
+    """`{"type", "timestamp"?, "data": {"instanceId"?, ...}}` → what the inbox stores.
+
+    Parsed by the input gate's parser: what it refuses (a NUL, which PostgreSQL's jsonb
+    cannot hold; a lone surrogate; an unsafe number; deep nesting) is a 400 here, never
+    a row that poisons the writer's batch or cannot be read back."""
     try:
-        envelope = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        envelope = clean_json.loads(raw, max_magnitude=None)
+    except clean_json.JsonSyntaxError as exc:
         raise MalformedRequestError(f"the body is not valid JSON: {exc}") from None
+    except clean_json.UncleanJsonError as exc:
+        problem = exc.problem
+        raise MalformedRequestError(
+            f"the body cannot be stored: {problem.path} {problem.message}"
+        ) from None
     if not isinstance(envelope, dict):
         raise MalformedRequestError("the body must be a JSON object")
-    if b"\\u0000" in raw and _holds_nul(envelope):
-        # PostgreSQL's jsonb cannot hold a NUL character: refused here, not in the batch.
-        raise MalformedRequestError(
-            "the body contains a NUL character (\\u0000), which cannot be stored"
-        )
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or not 0 < len(event_type) <= 100:
         raise MalformedRequestError("`type` must be a string of 1-100 characters")
@@ -61,22 +66,6 @@ def parse_envelope(raw: bytes, webhook_id: str) -> InboxRecord:
         provider_instance_id=instance_id,
         payload_json=raw.decode(),
     )
-
-
-def _holds_nul(envelope: object) -> bool:
-    # Walked with a stack, not recursion: a sender chooses how deep the JSON nests.
-    pending = [envelope]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return True
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
 
 
 @lru_cache(maxsize=8)

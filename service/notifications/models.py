@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from service.cursors import decode_position, encode_position
 from service.notifications.errors import InvalidCursorError
 
 
@@ -71,20 +69,15 @@ class NotificationCursor:
     id: str
 
     def encode(self) -> str:
-        raw = json.dumps([self.created_at.isoformat(), self.id]).encode()
-        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        return encode_position(self.created_at, self.id)
 
     @classmethod
     def decode(cls, token: str) -> NotificationCursor:
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            created_at, item_id = json.loads(raw)
-            parsed = datetime.fromisoformat(created_at)
-        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+            created_at, item_id = decode_position(token)
+        except ValueError:
             raise InvalidCursorError() from None
-        if parsed.tzinfo is None or not isinstance(item_id, str):
-            raise InvalidCursorError()
-        return cls(created_at=parsed, id=item_id)
+        return cls(created_at=created_at, id=item_id)
 
 
 @dataclass(frozen=True, slots=True)

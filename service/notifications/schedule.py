@@ -63,8 +63,8 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # not "²": str.isdigit() takes any script's digits
+        return float(value) if len(value) <= 9 else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -41,7 +41,8 @@ REPORT_NAMES = tuple(SPECS)
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_WINDOW = timedelta(days=3660)
 EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
-_AGE = re.compile(r"^(\d{1,6})([smhdw])$")
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)  # far from datetime's end: windows add to it
+_AGE = re.compile(r"([0-9]{1,6})([smhdw])")  # used with fullmatch
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -63,7 +64,7 @@ def _invalid(field: str, message: str, value: object = None) -> ValidationFailed
 def parse_time(field: str, text: str, *, now: datetime) -> datetime:
     text = text.strip()
     try:
-        age = _AGE.match(text)
+        age = _AGE.fullmatch(text)
         if age:
             moment = now - timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
         else:
@@ -73,8 +74,8 @@ def parse_time(field: str, text: str, *, now: datetime) -> datetime:
         raise _invalid(
             field, "expected an ISO 8601 time (e.g. 2026-03-01T12:00:00Z) or an age (24h, 7d)", text
         ) from None
-    if moment < EARLIEST:
-        raise _invalid(field, "must be after 1970-01-02", text)
+    if not EARLIEST <= moment < LATEST:
+        raise _invalid(field, "must be between 1970-01-02 and 9000-01-01", text)
     return moment
 
 
