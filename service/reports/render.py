@@ -2,9 +2,12 @@
 
 CSV holds one section (the first unless one is chosen): a header row of column names,
 then one line per row; empty cells are missing values; floats have a fixed number of
-decimals per column. JSON holds every section (or the chosen one):
-`{"report", "generatedAt", "parameters", "sections": {name: {"columns": [...],
-"rows": [{column: value}]}}}`, floats rounded like in CSV, missing values null.
+decimals per column. A text cell that a spreadsheet would run as a formula (it starts
+with `=`, `+`, `-`, `@`, a tab or a carriage return; names and labels are chosen by
+clients) gets a leading `'`, so it shows as text; numbers are written as they are.
+JSON holds every section (or the chosen one): `{"report", "generatedAt", "parameters",
+"sections": {name: {"columns": [...], "rows": [{column: value}]}}}`, floats rounded like
+in CSV, missing values null.
 """
 
 from __future__ import annotations
@@ -80,12 +83,23 @@ def _json(report: Report, sections: tuple[Section, ...]) -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(column: Column, value: Any) -> str:
+    """The cell's text; text from the data that starts like a formula is neutralised."""
+    text = _text(column, value)
+    if isinstance(value, str) and text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
 def _csv(item: Section) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([column.name for column in item.columns])
     for row in item.rows:
-        writer.writerow([_text(c, v) for c, v in zip(item.columns, row, strict=True)])
+        writer.writerow([csv_cell(c, v) for c, v in zip(item.columns, row, strict=True)])
     return buffer.getvalue()
 
 

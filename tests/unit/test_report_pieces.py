@@ -193,6 +193,18 @@ def test_csv_is_the_first_section_with_fixed_decimals_and_empty_missing_values()
     assert render(_report(), "csv", section="other") == "reason\n"
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_text_that_starts_like_a_formula_is_neutralised_and_numbers_are_not(
+    start: str,
+) -> None:
+    text = f"{start}HYPERLINK(\"http://evil.example\")"
+    rows = ((text, -1.5, -3), ("plain", 2.0, 4))
+    section = Section("s", (Column("name"), Column("cost", 2), Column("n")), rows)
+    lines = list(csv.reader(io.StringIO(render(Report("x", NOW, {}, (section,)), "csv"))))
+    assert lines[1] == ["'" + text, "-1.50", "-3"]
+    assert lines[2] == ["plain", "2.00", "4"]
+
+
 def test_json_holds_every_section_as_records() -> None:
     document = json.loads(render(_report(), "json"))
     assert document["report"] == "usage"
