@@ -12,12 +12,12 @@ import orjson
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from service.api.bodies import parse_json_object, read_body, validate
 from service.api.policies import patch_policies
 from service.api.query_params import Query
 from service.api.responses import JSONResponse
+from service.api.routing import route
 from service.api.schemas import CreateInstanceBody, LastUsedBody
 from service.cursors import encode_position
 from service.db import repository as repo
@@ -257,14 +257,14 @@ async def put_last_used(request: Request) -> JSONResponse:
 
 
 ROUTES = [
-    Route("/instances", create_instance, methods=["POST"]),
-    Route("/instances", list_instances, methods=["GET"]),
-    Route("/instances/{instance_id}", get_instance, methods=["GET"]),
-    Route("/instances/{instance_id}", delete_instance, methods=["DELETE"]),
-    Route("/instances/{instance_id}/events", list_events, methods=["GET"]),
-    Route("/instances/{instance_id}/start", start_instance, methods=["POST"]),
-    Route("/instances/{instance_id}/stop", stop_instance, methods=["POST"]),
-    Route("/instances/{instance_id}/restart", restart_instance, methods=["POST"]),
-    Route("/instances/{instance_id}/last-used", put_last_used, methods=["PUT"]),
-    Route("/instances/{instance_id}", patch_policies, methods=["PATCH"]),
+    route("/instances", {"POST": create_instance, "GET": list_instances}),
+    route(
+        "/instances/{instance_id}",
+        {"GET": get_instance, "DELETE": delete_instance, "PATCH": patch_policies},
+    ),
+    route("/instances/{instance_id}/events", {"GET": list_events}),
+    route("/instances/{instance_id}/start", {"POST": start_instance}),
+    route("/instances/{instance_id}/stop", {"POST": stop_instance}),
+    route("/instances/{instance_id}/restart", {"POST": restart_instance}),
+    route("/instances/{instance_id}/last-used", {"PUT": put_last_used}),
 ]

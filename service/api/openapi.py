@@ -15,8 +15,9 @@ from starlette.requests import Request
 from service import __version__
 from service.api.notifications import RedeliverFailedBody, TargetBody
 from service.api.responses import JSONResponse
-from service.api.schemas import CreateInstanceBody, LastUsedBody, UpdatePoliciesBody
+from service.api.schemas import LABEL_KEY, CreateInstanceBody, LastUsedBody, UpdatePoliciesBody
 from service.domain import Status
+from service.notifications.models import NotificationStatus
 
 _REF = "#/components/schemas/{model}"
 
@@ -250,17 +251,25 @@ def _operation(
     responses: dict[str, Any],
     *,
     body: dict[str, Any] | None = None,
+    body_required: bool = True,
     parameters: list[dict[str, Any]] | None = None,
     secured: bool = True,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": body}}
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": body},
+        }
     if parameters:
         operation["parameters"] = parameters
     if not secured:
         operation["security"] = []
     return operation
+
+
+# What `service.api.query_params` accepts as a text filter (empty means not given).
+QUERY_TEXT = {"type": "string", "maxLength": 255}
 
 
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -269,7 +278,18 @@ def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
         "in": "query",
         "required": False,
         "description": description,
-        "schema": schema or {"type": "string"},
+        "schema": schema or QUERY_TEXT,
+    }
+
+
+def _status_list(statuses: list[str]) -> dict[str, Any]:
+    """`status=a,b` (or repeated): any of these statuses; empty items are skipped, so an
+    empty `status=` means any status."""
+    return {
+        **_query("status", "Comma-separated statuses (any of them; empty: any status)"),
+        "style": "form",
+        "explode": False,
+        "schema": {"type": "array", "items": {"type": "string", "enum": ["", *statuses]}},
     }
 
 
@@ -304,9 +324,16 @@ def build_document() -> dict[str, Any]:
     target = {"schema": _body_schema(TargetBody, components)}
     instance_id = [_path("instance_id")]
     action_errors = _errors(401, 404, 409, 503)
-    page = [
-        _query("limit", "Page size", type="integer", minimum=1, maximum=200),
-        _query("cursor", "From the previous page's nextCursor"),
+    limit = _query("limit", "Page size", type="integer", minimum=1, maximum=200)
+    page = [limit, _query("cursor", "From the previous page's nextCursor", type="string")]
+    event_page = [
+        limit,
+        _query(
+            "cursor",
+            "From the previous page's nextCursor (an event sequence number)",
+            type="string",
+            pattern="^[0-9]{0,10}$",
+        ),
     ]
     paths: dict[str, Any] = {
         "/health": {
@@ -377,11 +404,16 @@ def build_document() -> dict[str, Any]:
                 "List instances, newest first",
                 {"200": _json("InstancePage"), **_errors(401, 422)},
                 parameters=[
-                    _query("status", "Comma-separated statuses"),
+                    _status_list([s.value for s in Status]),
                     _query("region", "Region code"),
                     _query("product", "Product name or id"),
                     _query("name", "Exact name"),
-                    _query("label", "key:value"),
+                    _query(
+                        "label",
+                        "KEY:VALUE (or KEY=VALUE): instances with this label",
+                        type="string",
+                        pattern=f"^({LABEL_KEY.pattern}[:=][^\\x00]{{0,255}})?$",
+                    ),
                     *page,
                 ],
             ),
@@ -424,14 +456,15 @@ def build_document() -> dict[str, Any]:
                     ),
                     **_errors(401, 404, 422),
                 },
-                parameters=[*instance_id, *page],
+                parameters=[*instance_id, *event_page],
             )
         },
         "/api/instances/{instance_id}/last-used": {
             "put": _operation(
-                "Heartbeat for idle policies",
+                "Heartbeat for idle policies (no body: now)",
                 {"200": _json("Instance"), **_errors(400, 401, 404, 409, 413, 422)},
                 body=last_used,
+                body_required=False,
                 parameters=instance_id,
             )
         },
@@ -473,7 +506,12 @@ def build_document() -> dict[str, Any]:
                 {"200": _json("NotificationPage"), **_errors(401, 422)},
                 parameters=[
                     _query("instance", "Instance id"),
-                    _query("status", "Status"),
+                    _query(
+                        "status",
+                        "Status (empty: any)",
+                        type="string",
+                        enum=["", *(s.value for s in NotificationStatus)],
+                    ),
                     _query("type", "Event type"),
                     *page,
                 ],

@@ -74,9 +74,10 @@ class Query:
     def label_filters(self, name: str = "label") -> tuple[tuple[str, str], ...]:
         pairs = []
         for raw in self.texts(name, max_length=MAX_TEXT + 64):
-            separator = ":" if ":" in raw else "="
-            key, found, value = raw.partition(separator)
-            if not found or not key:
+            # Keys hold neither ":" nor "=", so the first of them ends the key.
+            cut = min((i for i in (raw.find(":"), raw.find("=")) if i >= 0), default=-1)
+            key, value = (raw[:cut], raw[cut + 1 :]) if cut >= 0 else (raw, "")
+            if cut < 0 or not key:
                 raise invalid(name, "must be KEY:VALUE (or KEY=VALUE)", raw)
             if not LABEL_KEY.fullmatch(key):
                 raise invalid(name, "the key must be 1-63 of letters, digits, . _ / -", raw)
@@ -84,12 +85,14 @@ class Query:
         return tuple(pairs)
 
     def sequence_cursor(self, name: str = "cursor") -> int:
+        """After this sequence number (0: from the start; past the largest a sequence can
+        be: after every event)."""
         raw = self.params.get(name)
         if not raw:
             return 0
-        if not is_ascii_number(raw, len(str(MAX_SEQUENCE))) or int(raw) > MAX_SEQUENCE:
+        if not is_ascii_number(raw, len(str(MAX_SEQUENCE))):
             raise invalid(name, "is not a cursor this API returned", raw)
-        return int(raw)
+        return min(int(raw), MAX_SEQUENCE)
 
     def position_cursor(self, name: str = "cursor") -> tuple[datetime, str] | None:
         raw = self.params.get(name)

@@ -67,7 +67,7 @@ async def get_report(request: Request) -> Response:
     except ValidationFailedError as exc:
         raise _api_fields(exc) from None
     report = await run_report(resources.database, query, now=now)
-    body = render(report, fmt, section=params.get("section"))
+    body = render(report, fmt, section=texts.text("section"))
     return Response(body, media_type=_MEDIA_TYPES[fmt])
 
 

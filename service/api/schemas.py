@@ -262,7 +262,18 @@ class CreateInstanceBody(_Body):
         Field(max_length=MAX_PORTS),
     ] = Field(default_factory=list)
     envs: list[EnvVar] = Field(default_factory=list, max_length=100)
-    webhook_url: Annotated[str | None, Field(alias="webhookUrl", max_length=2048)] = None
+    webhook_url: Annotated[
+        str | None,
+        Field(alias="webhookUrl", max_length=2048),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "maxLength": 2048, "pattern": _HTTP_URL.pattern},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = None
     labels: Annotated[
         dict[str, Annotated[str, Field(max_length=255)]],
         AfterValidator(_check_labels),
