@@ -102,6 +102,8 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(
             "Authorization: Bearer schemathesis-key",
             "--checks",
             "all",
+            "--exclude-checks",
+            "use_after_free",  # why: see schemathesis.toml
             "--phases",
             "examples,coverage,fuzzing,stateful",
             # An endless stream: its own tests cover it (tests/acceptance/test_event_stream.py).
@@ -120,9 +122,10 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(
         async with asyncio.timeout(600):
             output, _ = await run.communicate()
         report = output.decode()
-        assert run.returncode == 0, report[-6000:]
+        failures = report[report.find("FAILURES") :][:8000]
+        assert run.returncode == 0, failures or report[-6000:]
         summary = report.split("Test cases:")[-1]
-        assert " generated" in summary and "failure" not in summary, report[-6000:]
+        assert " generated" in summary and "failure" not in summary, failures
         assert "Stateful" in report, "the stateful phase ran"
     finally:
         server.terminate()
