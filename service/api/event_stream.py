@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service.api.instances import _labels, _statuses
+from service.api.instances import _statuses
+from service.api.query_params import Query
 from service.db.event_feed import FeedEvent, FeedFilter
 from service.errors import InstanceNotFoundError, ValidationFailedError
 from service.event_hub import EventHub, SubscriberDroppedError
@@ -78,11 +79,9 @@ def parse_last_event_id(request: Request) -> int | None:
 
 async def parse_filter(request: Request, resources: Resources) -> FeedFilter:
     """The stream's filters from the query; an unknown instance is refused by name."""
+    query = Query(request.query_params)  # the input gate: no NUL, bounded lengths
     raw_instances = [
-        part.strip()
-        for raw in request.query_params.getlist("instance")
-        for part in raw.split(",")
-        if part.strip()
+        part.strip() for raw in query.texts("instance") for part in raw.split(",") if part.strip()
     ]
     if len(raw_instances) > MAX_INSTANCES:
         raise _invalid("instance", f"at most {MAX_INSTANCES} instances")
@@ -95,12 +94,12 @@ async def parse_filter(request: Request, resources: Resources) -> FeedFilter:
             instance_ids.append((await lifecycle.get(raw)).id)
         except InstanceNotFoundError:
             raise _invalid("instance", "no instance has this id", raw) from None
-    labels = _labels(request)
+    labels = query.label_filters()
     for key, value in labels:
         if len(key) > MAX_FILTER_LENGTH or len(value) > MAX_FILTER_LENGTH:
             raise _invalid("label", f"keys and values are at most {MAX_FILTER_LENGTH} characters")
     return FeedFilter(
-        instance_ids=tuple(instance_ids), labels=labels, statuses=_statuses(request)
+        instance_ids=tuple(instance_ids), labels=labels, statuses=_statuses(query)
     )
 
 
