@@ -364,6 +364,15 @@ def query_cases() -> list[Case]:
     ):
         cases.append(Case(f"usage report {label}", "GET", f"/api/reports/usage?{query}", status))
     cases.append(Case("fleet report at NUL", "GET", "/api/reports/fleet?at=%00", 422))
+    for label, query in (
+        ("instance NUL", "instance=a%00b"),
+        ("label with a quote in the key", "label=a%22b:c"),
+        ("label NUL value", "label=team:%00"),
+        ("status unknown", "status=sleeping"),
+        ("lastEventId superscript", "lastEventId=%C2%B2"),
+        ("lastEventId 5,000 digits", f"lastEventId={'9' * 5000}"),
+    ):
+        cases.append(Case(f"event stream {label}", "GET", f"/api/events?{query}", 422))
     return cases
 
 
