@@ -396,7 +396,8 @@ def build_document() -> dict[str, Any]:
                         "true: answer 200 with the plan (region, product, price, every "
                         "candidate and why) and create nothing",
                         type="string",
-                        enum=["true", "false"],
+                        # What the handler takes: true/false in any case, 1/0, empty = true.
+                        pattern="^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)?$",
                     ),
                 ],
             ),
