@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service import __version__
+from service.auth.cli import keys
 from service.errors import ConfigError, DatabaseError, ValidationFailedError
 from service.settings import Settings, load_settings
 from service.simulator.cli import simulate
@@ -153,6 +154,7 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers
 
 
 cli.add_command(simulate)
+cli.add_command(keys)
 
 
 @cli.command()

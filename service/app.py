@@ -16,13 +16,14 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from service.api.auth import ApiKeyMiddleware
+from service.api.auth import ApiKeyMiddleware, Authenticator
 from service.api.edge import EdgeMiddleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.event_stream import ROUTES as event_routes
 from service.api.health import health
 from service.api.hot_routes import HotRoutes
 from service.api.instances import ROUTES as instance_routes
+from service.api.keys import ROUTES as key_routes
 from service.api.metrics import metrics
 from service.api.notifications import ROUTES as notification_routes
 from service.api.openapi import openapi
@@ -70,6 +71,7 @@ def create_app(
                     "metrics_registry": registry,
                     "metrics_collector": collector,
                     "event_hub": event_hub,
+                    "authenticator": Authenticator(live),
                 }
             finally:
                 await event_hub.close()
@@ -86,7 +88,13 @@ def create_app(
         *webhook_routes,
         Mount(
             "/api",
-            routes=[*instance_routes, *notification_routes, *report_routes, *event_routes],
+            routes=[
+                *instance_routes,
+                *notification_routes,
+                *report_routes,
+                *event_routes,
+                *key_routes,
+            ],
             middleware=[Middleware(ApiKeyMiddleware)],
         ),
         dashboard_mount(),

@@ -16,6 +16,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+# The team of instances created before teams existed, of adopted ones, and of API_KEYS.
+DEFAULT_TEAM = "default"
+
 
 class Status(StrEnum):
     PENDING = "pending"
@@ -137,6 +140,7 @@ class InstanceSpec:
     on_interruption: dict[str, Any] | None = None
     # Create options passed to Novita (service.launch): kind, tools, networkStorages...
     launch: dict[str, Any] | None = None
+    team: str = DEFAULT_TEAM
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,8 @@ class Instance:
     # An action asked of Novita, not yet observed (see service.intents).
     action_intent: dict[str, Any] | None = None
     launch: dict[str, Any] | None = None
+    # The owning team (keys of other teams see a 404); existing rows got DEFAULT_TEAM.
+    team: str = DEFAULT_TEAM
 
     @property
     def is_terminal(self) -> bool:

@@ -10,6 +10,7 @@
     │   ├── ValidationFailedError   fields fail validation; one entry per field (422)
     │   ├── PayloadTooLargeError    body over the limit (413)
     │   ├── AuthenticationError     missing or wrong API key (401)
+    │   ├── ForbiddenError          the key's role may not do this (403)
     │   └── WebhookSignatureError   inbound webhook not verifiable (401)
     ├── DomainError                 a request the lifecycle rules refuse
     │   ├── InstanceNotFoundError   no instance with that id
@@ -86,6 +87,12 @@ class AuthenticationError(RequestError):
     """A valid API key is required: send `Authorization: Bearer <key>`."""
 
     code = "UNAUTHORIZED"
+
+
+class ForbiddenError(RequestError):
+    """This API key's role may not do this."""
+
+    code = "FORBIDDEN"
 
 
 class WebhookSignatureError(RequestError):

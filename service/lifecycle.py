@@ -109,11 +109,18 @@ def _with(detail: dict[str, Any] | None, extra: dict[str, Any] | None) -> dict[s
 
 
 class Lifecycle:
-    def __init__(self, resources: Resources) -> None:
+    """`team`: only that team's instances exist for this lifecycle (None: every team).
+    `actor`: the API key id recorded in every event this lifecycle causes."""
+
+    def __init__(
+        self, resources: Resources, *, team: str | None = None, actor: str | None = None
+    ) -> None:
         self.db = resources.database
         self.novita = resources.novita
         self.clock = resources.clock
         self.caches = resources.caches
+        self.team = team
+        self._audit = {"keyId": actor} if actor is not None else None
 
     def _now(self) -> datetime:
         return self.clock.now()
@@ -135,7 +142,7 @@ class Lifecycle:
             await self._check_against_catalogue(spec)
             async with self.db.transaction() as conn:
                 now = self._now()
-                result = await repo.insert_instance(conn, spec, now=now)
+                result = await repo.insert_instance(conn, spec, now=now, detail=self._audit)
                 body = instance_view(result.instance)
                 if idempotency_key is not None:
                     await idempotency.complete(
@@ -192,7 +199,7 @@ class Lifecycle:
 
     async def get(self, id_or_novita_id: str) -> Instance:
         instance = await repo.find_instance_fast(self.db, id_or_novita_id)
-        if instance is None:
+        if instance is None or (self.team is not None and instance.team != self.team):
             raise InstanceNotFoundError.for_id(id_or_novita_id)
         return instance
 
@@ -206,7 +213,9 @@ class Lifecycle:
         reason: str | None = None,
     ) -> Instance:
         instance = await self._for_action(id_or_novita_id, "start", START_FROM, Status.STARTING)
-        asked = _Asked("start", "start_requested", Status.STARTING, source, reason, None)
+        asked = _Asked(
+            "start", "start_requested", Status.STARTING, source, reason, self._audit
+        )
         try:
             confirmed = await self._ask(instance, asked, self.novita.start_instance)
         except NovitaCapacityError as exc:
@@ -218,7 +227,9 @@ class Lifecycle:
                     source=source,
                     now=self._now(),
                     reason="no_capacity",
-                    detail={"providerReason": exc.reason, "message": exc.message},
+                    detail=_with(
+                        {"providerReason": exc.reason, "message": exc.message}, self._audit
+                    ),
                 )
             raise NoCapacityToStartError(
                 "Novita has no capacity to start this instance now; it stays "
@@ -237,7 +248,9 @@ class Lifecycle:
         detail: dict[str, Any] | None = None,
     ) -> Instance:
         instance = await self._for_action(id_or_novita_id, "stop", STOP_FROM, Status.STOPPING)
-        asked = _Asked("stop", "stop_requested", Status.STOPPING, source, reason, detail)
+        asked = _Asked(
+            "stop", "stop_requested", Status.STOPPING, source, reason, _with(detail, self._audit)
+        )
         confirmed = await self._ask(instance, asked, self.novita.stop_instance)
         return await self._move(instance, asked, confirmed)
 
@@ -245,7 +258,9 @@ class Lifecycle:
         instance = await self._for_action(
             id_or_novita_id, "restart", RESTART_FROM, Status.STARTING
         )
-        asked = _Asked("restart", "restart_requested", Status.STARTING, EventSource.API)
+        asked = _Asked(
+            "restart", "restart_requested", Status.STARTING, EventSource.API, None, self._audit
+        )
         confirmed = await self._ask(instance, asked, self.novita.restart_instance)
         return await self._move(instance, asked, confirmed)
 
@@ -265,7 +280,14 @@ class Lifecycle:
         owner = await self._provider_owner(instance.novita_instance_id)
         if owner is not None and owner != instance.id:
             return await self._delete_reassigned(instance, owner, source=source)
-        asked = _Asked("delete", "delete_requested", Status.DELETING, source, reason, detail)
+        asked = _Asked(
+            "delete",
+            "delete_requested",
+            Status.DELETING,
+            source,
+            reason,
+            _with(detail, self._audit),
+        )
         confirmed = await self._ask(instance, asked, self.novita.delete_instance)
         return await self._move(instance, asked, confirmed)
 
@@ -383,6 +405,7 @@ class Lifecycle:
                 source=source,
                 now=now,
                 kind="delete_requested",
+                detail=self._audit,
             )
             result = await repo.change_status(
                 conn,
@@ -392,7 +415,9 @@ class Lifecycle:
                 now=now,
                 kind="deleted",
                 reason="never_submitted",
-                detail={"note": "never submitted to Novita; nothing to release"},
+                detail=_with(
+                    {"note": "never submitted to Novita; nothing to release"}, self._audit
+                ),
             )
         return result.instance
 
@@ -417,11 +442,12 @@ class Lifecycle:
             "novitaInstanceId": instance.novita_instance_id,
             "belongsTo": owner,
             "note": "Novita's instance with this id belongs to another instance; not deleted",
+            **(self._audit or {}),
         }
         async with self.db.transaction() as conn:
             await repo.change_status(
                 conn, instance.id, Status.DELETING, source=source, now=now,
-                kind="delete_requested",
+                kind="delete_requested", detail=self._audit,
             )
             result = await repo.change_status(
                 conn, instance.id, Status.DELETED, source=source, now=now, kind="deleted",

@@ -19,6 +19,7 @@ def instance_view(instance: Instance) -> dict[str, Any]:
     return {
         "id": instance.id,
         "name": instance.name,
+        "team": instance.team,
         "status": instance.status.value,
         "statusReason": instance.status_reason,
         "providerStatus": instance.provider_status,

@@ -93,7 +93,16 @@ class Settings(BaseSettings):
 
     # HTTP API and webhooks
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        default=(), description="Comma-separated API keys accepted on /api (Bearer)."
+        default=(),
+        description="Comma-separated API keys accepted on /api (Bearer), as admin keys of the "
+        "default team; keys issued with `novita-lifecycle keys create` need no entry here.",
+    )
+    api_key_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Seconds a process may reuse what it read of an issued API key: a "
+        "revocation takes effect everywhere within this time (0: read on every request).",
     )
     inbound_webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), description="Comma-separated whsec_ secrets for POST /webhooks/novita."

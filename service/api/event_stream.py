@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from service.api.access import principal_of
 from service.api.instances import _statuses
 from service.api.query_params import Query
 from service.db.event_feed import FeedEvent, FeedFilter
@@ -85,7 +86,8 @@ async def parse_filter(request: Request, resources: Resources) -> FeedFilter:
     ]
     if len(raw_instances) > MAX_INSTANCES:
         raise _invalid("instance", f"at most {MAX_INSTANCES} instances")
-    lifecycle = Lifecycle(resources)
+    scope = principal_of(request).scope
+    lifecycle = Lifecycle(resources, team=scope)
     instance_ids = []
     for raw in raw_instances:
         if len(raw) > 64:
@@ -99,7 +101,7 @@ async def parse_filter(request: Request, resources: Resources) -> FeedFilter:
         if len(key) > MAX_FILTER_LENGTH or len(value) > MAX_FILTER_LENGTH:
             raise _invalid("label", f"keys and values are at most {MAX_FILTER_LENGTH} characters")
     return FeedFilter(
-        instance_ids=tuple(instance_ids), labels=labels, statuses=_statuses(query)
+        instance_ids=tuple(instance_ids), labels=labels, statuses=_statuses(query), team=scope
     )
 
 

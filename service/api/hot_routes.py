@@ -78,7 +78,7 @@ class HotRoutes:
         scope["endpoint"] = route.handler
         try:
             if route.api_key:
-                record_caller(scope)
+                await record_caller(scope)
             response = await route.handler(scope, receive)
         except ServiceError as exc:
             response = await service_error_handler(Request(scope), exc)

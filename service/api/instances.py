@@ -13,6 +13,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.api.access import lifecycle_for, principal_of
 from service.api.bodies import parse_json_object, read_body, validate
 from service.api.policies import patch_policies
 from service.api.query_params import Query
@@ -20,6 +21,7 @@ from service.api.responses import JSONResponse
 from service.api.routing import route
 from service.api.schemas import CreateInstanceBody, LastUsedBody
 from service.cursors import encode_position
+from service.auth.roles import MAX_TEAM, TEAM_RULE, Role, valid_team
 from service.db import repository as repo
 from service.domain import Instance, InstanceSpec, Status
 from service.errors import InstanceNotFoundError, ValidationFailedError
@@ -36,6 +38,8 @@ MAX_PAGE = 200
 MAX_IDEMPOTENCY_KEY = 255
 # A heartbeat may be a little ahead of our clock (client clock skew); more is refused.
 HEARTBEAT_SKEW = timedelta(seconds=30)
+# A team name no team can have (team names start with a letter or digit): lists nothing.
+_NO_TEAM = "-"
 
 
 def _resources(request: Request) -> Resources:
@@ -44,7 +48,16 @@ def _resources(request: Request) -> Resources:
 
 
 def _lifecycle(request: Request) -> Lifecycle:
-    return Lifecycle(_resources(request))
+    return lifecycle_for(request)
+
+
+def _team_for_create(request: Request, named: str | None) -> str:
+    """The team a new instance belongs to: the key's own, or one an admin names."""
+    principal = principal_of(request)
+    if named is None or named == principal.team:
+        return principal.team
+    principal.require(Role.ADMIN)  # naming another team is an admin's business
+    return named
 
 
 def _invalid(field: str, message: str, value: Any = None) -> ValidationFailedError:
@@ -54,8 +67,9 @@ def _invalid(field: str, message: str, value: Any = None) -> ValidationFailedErr
     return ValidationFailedError([entry])
 
 
-def _spec_from(body: CreateInstanceBody) -> InstanceSpec:
+def _spec_from(body: CreateInstanceBody, team: str) -> InstanceSpec:
     return InstanceSpec(
+        team=team,
         name=body.name,
         gpu_num=body.gpu_num,
         rootfs_size=body.rootfs_size,
@@ -131,15 +145,16 @@ async def create_instance(request: Request) -> JSONResponse:
         )
     if body.webhook_url is not None:
         await _check_webhook_target(body.webhook_url, settings.allow_private_webhook_targets)
+    team = _team_for_create(request, body.team)
     if dry_run:
         # Nothing is created, no Idempotency-Key is used up: the plan only.
-        return JSONResponse(await _lifecycle(request).plan(_spec_from(body)))
+        return JSONResponse(await _lifecycle(request).plan(_spec_from(body, team)))
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
         raise _invalid("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")
     fingerprint = request_fingerprint(data)
     created = await _lifecycle(request).create(
-        _spec_from(body),
+        _spec_from(body, team),
         caller=request.state.caller,
         idempotency_key=key,
         fingerprint=fingerprint,
@@ -165,6 +180,18 @@ def _statuses(query: Query) -> tuple[Status, ...]:
         raise _invalid("status", f"must be one of {known}", ",".join(values)[:100]) from None
 
 
+def _team_filter(request: Request, query: Query) -> str | None:
+    """`team=` narrows an admin's list; any other key lists its own team only (naming
+    another team finds nothing, as if it had no instances)."""
+    raw = query.text("team", max_length=MAX_TEAM)
+    if raw is not None and not valid_team(raw):
+        raise _invalid("team", f"must be {TEAM_RULE}", raw[:MAX_TEAM])
+    scope = principal_of(request).scope
+    if scope is None:
+        return raw or None
+    return scope if raw in (None, scope) else _NO_TEAM
+
+
 async def list_instances(request: Request) -> JSONResponse:
     query = Query(request.query_params)
     limit = _limit(query)
@@ -174,6 +201,7 @@ async def list_instances(request: Request) -> JSONResponse:
         product=query.text("product"),
         name=query.text("name"),
         labels=query.label_filters(),
+        team=_team_filter(request, query),
     )
     before = query.position_cursor()
     async with _resources(request).database.read() as conn:
@@ -184,16 +212,16 @@ async def list_instances(request: Request) -> JSONResponse:
     return JSONResponse({"items": [instance_view(i) for i in page], "nextCursor": next_cursor})
 
 
-def _instance_body(instance: Instance) -> bytes:
-    return orjson.dumps(instance_view(instance))
+def _instance_body(instance: Instance) -> tuple[str, bytes]:
+    return instance.team, orjson.dumps(instance_view(instance))
 
 
 async def get_instance(request: Request) -> Response:
     key = request.path_params["instance_id"]
-    body = await repo.find_instance_derived(_resources(request).database, key, _instance_body)
-    if body is None:
+    found = await repo.find_instance_derived(_resources(request).database, key, _instance_body)
+    if found is None or not principal_of(request).sees(found[0]):
         raise InstanceNotFoundError.for_id(key)
-    return Response(body, media_type="application/json")
+    return Response(found[1], media_type="application/json")
 
 
 async def list_events(request: Request) -> JSONResponse:

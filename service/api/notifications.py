@@ -8,6 +8,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.routing import Route
 
+from service.api.access import principal_of
 from service.api.bodies import parse_json_object, read_body, validate
 from service.api.query_params import Query
 from service.api.responses import JSONResponse
@@ -57,6 +58,7 @@ async def list_notifications(request: Request) -> JSONResponse:
             type=query.text("type"),
             after=after,
             limit=limit,
+            team=principal_of(request).scope,
         )
     return JSONResponse(
         {
@@ -68,7 +70,9 @@ async def list_notifications(request: Request) -> JSONResponse:
 
 async def get_notification(request: Request) -> JSONResponse:
     async with _resources(request).database.read() as conn:
-        detail = await outbox.get_notification(conn, request.path_params["notification_id"])
+        detail = await outbox.get_notification(
+            conn, request.path_params["notification_id"], team=principal_of(request).scope
+        )
     return JSONResponse(notification_detail_view(detail))
 
 
@@ -76,7 +80,10 @@ async def redeliver_notification(request: Request) -> JSONResponse:
     resources = _resources(request)
     async with resources.database.transaction() as conn:
         notification = await outbox.redeliver_notification(
-            conn, request.path_params["notification_id"], now=resources.clock.now()
+            conn,
+            request.path_params["notification_id"],
+            now=resources.clock.now(),
+            team=principal_of(request).scope,
         )
     return JSONResponse(notification_view(notification), status_code=202)
 
@@ -86,7 +93,11 @@ async def redeliver_failed(request: Request) -> JSONResponse:
     resources = _resources(request)
     async with resources.database.transaction() as conn:
         count = await outbox.redeliver_failed_since(
-            conn, body.since, now=resources.clock.now(), instance_id=body.instance_id
+            conn,
+            body.since,
+            now=resources.clock.now(),
+            instance_id=body.instance_id,
+            team=principal_of(request).scope,
         )
     return JSONResponse({"redelivered": count}, status_code=202)
 

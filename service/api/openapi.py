@@ -48,6 +48,7 @@ INSTANCE = {
     "properties": {
         "id": {"type": "string"},
         "name": {"type": "string"},
+        "team": {"type": "string", "description": "The owning team (that of the creating key)"},
         "status": {"type": "string", "enum": [s.value for s in Status]},
         "statusReason": NULLABLE_STRING,
         "providerStatus": NULLABLE_STRING,
@@ -237,6 +238,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Malformed request (not JSON, wrong shape)",
         401: "Missing or wrong credentials",
+        403: "This key's role may not do this; the message names the role needed",
         404: "Not found",
         409: "Conflict with the current state",
         413: "Body too large",
@@ -415,6 +417,7 @@ def build_document() -> dict[str, Any]:
                         type="string",
                         pattern=f"^({LABEL_KEY.pattern}[:=][^\\x00]{{0,255}})?$",
                     ),
+                    _query("team", "Only this team (admins; other keys see their own team)"),
                     *page,
                 ],
             ),

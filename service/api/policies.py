@@ -7,11 +7,11 @@ from typing import Any
 
 from starlette.requests import Request
 
+from service.api.access import lifecycle_for
 from service.api.bodies import parse_json_object, read_body, validate
 from service.api.responses import JSONResponse
 from service.api.schemas import UpdatePoliciesBody
 from service.db import policy as policy_db
-from service.lifecycle import Lifecycle
 from service.presenters import instance_view
 from service.resources import Resources
 
@@ -19,7 +19,7 @@ from service.resources import Resources
 async def patch_policies(request: Request) -> JSONResponse:
     resources: Resources = request.state.resources
     body = validate(UpdatePoliciesBody, parse_json_object(await read_body(request)))
-    instance = await Lifecycle(resources).get(request.path_params["instance_id"])
+    instance = await lifecycle_for(request).get(request.path_params["instance_id"])
     changes: dict[str, Any] = {}
     if "auto_stop" in body.model_fields_set:
         changes["autoStop"] = body.auto_stop.model_dump(by_alias=True) if body.auto_stop else None

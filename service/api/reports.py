@@ -14,8 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.api.access import principal_of
 from service.api.openapi import EXTRA_PATHS, _errors, _operation, _path, _query
 from service.api.query_params import Query
+from service.auth.roles import Role
 from service.errors import ValidationFailedError
 from service.reports.params import REPORT_NAMES, SPECS, parse_query
 from service.reports.render import render
@@ -52,6 +54,8 @@ async def get_report(request: Request) -> Response:
         raise ValidationFailedError(
             [{"field": "format", "message": "one of: json, csv, table", "value": fmt}]
         )
+    # Until reports can be narrowed to one team, they span every team: admins only.
+    principal_of(request).require(Role.ADMIN)
     resources: Resources = request.state.resources
     now = resources.clock.now()
     texts = Query(params)

@@ -22,6 +22,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from service.auth.roles import TEAM_NAME
+
 RESERVED_PORTS = range(2222, 2225)
 MAX_PORTS = 15
 LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")  # used with fullmatch
@@ -312,6 +314,8 @@ class CreateInstanceBody(_Body):
             if value is not None:
                 options[key] = value
         return options or None
+    # The owning team: the key's own unless an admin names another (service.auth.roles).
+    team: str | None = Field(default=None, pattern=TEAM_NAME.pattern, max_length=64)
 
     @staticmethod
     def raw_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:

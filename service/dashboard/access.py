@@ -1,7 +1,8 @@
 """Who may do what on the dashboard: the one check every page and action calls.
 
-Teams and roles are not built yet, so every valid API key is an administrator: a
-signed-in session may view everything and act on everything. The check is still made
+Sign-in takes the keys in API_KEYS, which are admin keys of the default team (issued,
+team-scoped keys are for the API; `service.auth.roles`): a signed-in session may view
+everything and act on everything. The check is still made
 per permission, in this one function, so that roles slot in here later (a role per key,
 a table of what each role may do) without touching the pages.
 """
@@ -16,7 +17,10 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from service.api.bodies import read_body
+from service.auth.roles import Principal as ApiPrincipal
+from service.auth.roles import Role
 from service.dashboard.session import Session
+from service.domain import DEFAULT_TEAM
 from service.errors import MalformedRequestError
 
 FORM_LIMIT = 16 * 1024
@@ -57,9 +61,14 @@ def authorize(request: Request, permission: Permission) -> Principal:
     session = current_session(request)
     if session is None or session.key_id is None:
         raise SignInRequiredError
-    role = ADMIN  # every valid key, until teams and roles exist
+    role = ADMIN  # sign-in takes the keys in API_KEYS only: admins of the default team
     if permission not in ROLE_PERMISSIONS.get(role, frozenset()):
         raise ForbiddenError(f"your role may not {permission.value}")
+    # The API handlers the pages call see the principal such a key has on the API; the
+    # events it causes record the session's key fingerprint, never the key.
+    request.state.principal = ApiPrincipal(
+        key_id=f"dashboard:{session.key_id[:12]}", team=DEFAULT_TEAM, role=Role.ADMIN
+    )
     return Principal(key_id=session.key_id, role=role, csrf=session.csrf)
 
 

@@ -32,6 +32,7 @@ class FeedEvent:
 
     event: InstanceEvent
     labels: dict[str, str]
+    team: str = "default"
 
     @property
     def id(self) -> int:
@@ -50,8 +51,11 @@ class FeedFilter:
     instance_ids: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     statuses: tuple[Status, ...] = ()
+    team: str | None = None  # None: every team's events
 
     def accepts(self, item: FeedEvent) -> bool:
+        if self.team is not None and item.team != self.team:
+            return False
         if self.instance_ids and item.instance_id not in self.instance_ids:
             return False
         if self.statuses and item.event.to_status not in self.statuses:
@@ -74,11 +78,11 @@ def _feed_event(row: sa.Row[Any]) -> FeedEvent:
         reason=m["reason"],
         detail=dict(m["detail"]),
     )
-    return FeedEvent(event, dict(m["labels"] or {}))
+    return FeedEvent(event, dict(m["labels"] or {}), m["team"])
 
 
 def _query() -> sa.Select[Any]:
-    return sa.select(instance_events, _i.labels).select_from(
+    return sa.select(instance_events, _i.labels, _i.team).select_from(
         instance_events.join(instances, _i.id == _e.instance_id)
     )
 
@@ -103,6 +107,8 @@ async def events_after(
             query = query.where(_e.to_status.in_([status.value for status in where.statuses]))
         for key, value in where.labels:
             query = query.where(_i.labels[key].as_string() == value)
+        if where.team is not None:
+            query = query.where(_i.team == where.team)
     rows = await conn.execute(query.order_by(_e.id).limit(limit))
     return [_feed_event(row) for row in rows]
 

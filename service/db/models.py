@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from service.db.types import BigIntPK, JSONType, UTCDateTime
-from service.domain import EventSource, Status
+from service.domain import DEFAULT_TEAM, EventSource, Status
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -32,6 +32,7 @@ SOURCE_VALUES = [source.value for source in EventSource]
 BILLING_MODES = ("onDemand", "spot", "monthly")
 OUTBOX_STATUSES = ("pending", "delivered", "failed", "cancelled", "no_target")
 IDEMPOTENCY_STATES = ("in_flight", "completed")
+KEY_ROLES = ("viewer", "operator", "admin")
 
 instances = sa.Table(
     "instances",
@@ -94,6 +95,8 @@ instances = sa.Table(
     # Create options passed to Novita as given (migration 0007): kind, tools,
     # networkStorages, command, entrypoint, minCudaVersion (service.launch).
     sa.Column("launch", JSONType, nullable=True),
+    # The team that owns the instance (migration 0008): its keys' scope (service.api.access).
+    sa.Column("team", sa.String(64), nullable=False, server_default=DEFAULT_TEAM),
     sa.UniqueConstraint("novita_instance_id"),
     sa.CheckConstraint(_in("status", STATUS_VALUES), name="status"),
     sa.CheckConstraint(_in("billing_mode", BILLING_MODES), name="billing_mode"),
@@ -103,6 +106,7 @@ instances = sa.Table(
     sa.Index(None, "next_check_at"),
     sa.Index(None, "created_at", "id"),
     sa.Index(None, "name"),
+    sa.Index(None, "team", "created_at", "id"),
 )
 
 instance_events = sa.Table(
@@ -265,4 +269,22 @@ simulator_world = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("saved_at", UTCDateTime, nullable=False),
     sa.Column("world", JSONType, nullable=False),
+)
+
+# API keys issued from the database (migration 0008): only a SHA-256 of each secret is kept
+# (service.auth.keys says why that is enough); `id` is public and is also in the key itself.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("secret_hash"),
+    sa.CheckConstraint(_in("role", KEY_ROLES), name="role"),
+    sa.Index(None, "team"),
 )

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import (
     disabled_webhook_targets,
+    instances,
     outbox,
     outbox_attempts,
     outbox_redeliveries,
@@ -371,6 +372,11 @@ async def cancel_pending_for_target(
 # --- reading and redelivery (REST API) ----------------------------------------------------
 
 
+def _of_team(team: str) -> sa.ColumnElement[bool]:
+    """Notifications of the instances of `team` (API keys see their own team's only)."""
+    return outbox.c.instance_id.in_(sa.select(instances.c.id).where(instances.c.team == team))
+
+
 async def list_notifications(
     conn: AsyncConnection,
     *,
@@ -379,9 +385,12 @@ async def list_notifications(
     type: str | None = None,
     after: NotificationCursor | None = None,
     limit: int = 50,
+    team: str | None = None,
 ) -> NotificationPage:
     """One page of notifications, oldest first, in (created_at, id) order."""
     query = sa.select(outbox)
+    if team is not None:
+        query = query.where(_of_team(team))
     if instance_id is not None:
         query = query.where(outbox.c.instance_id == instance_id)
     if status is not None:
@@ -404,9 +413,14 @@ async def list_notifications(
     return NotificationPage(items=tuple(items), next_cursor=next_cursor)
 
 
-async def get_notification(conn: AsyncConnection, notification_id: str) -> NotificationDetail:
-    """A notification with every attempt, oldest first."""
-    row = (await conn.execute(sa.select(outbox).where(outbox.c.id == notification_id))).first()
+async def get_notification(
+    conn: AsyncConnection, notification_id: str, *, team: str | None = None
+) -> NotificationDetail:
+    """A notification with every attempt, oldest first (another team's: not found)."""
+    query = sa.select(outbox).where(outbox.c.id == notification_id)
+    if team is not None:
+        query = query.where(_of_team(team))
+    row = (await conn.execute(query)).first()
     if row is None:
         raise NotificationNotFoundError(
             f"no notification with id {notification_id!r}", notificationId=notification_id
@@ -434,12 +448,14 @@ def _redeliver_values(now: datetime) -> dict[str, Any]:
 
 
 async def redeliver_notification(
-    conn: AsyncConnection, notification_id: str, *, now: datetime
+    conn: AsyncConnection, notification_id: str, *, now: datetime, team: str | None = None
 ) -> Notification:
     """Queue a finished notification (any status but pending) again, due now, on a fresh
     retry ladder; its attempt count and history are kept. A target disabled by 410 stays
     disabled (the row is cancelled again) until `enable_target`."""
     query = sa.select(outbox).where(outbox.c.id == notification_id)
+    if team is not None:
+        query = query.where(_of_team(team))
     if _is_postgres(conn):
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
@@ -467,7 +483,12 @@ async def redeliver_notification(
 
 
 async def redeliver_failed_since(
-    conn: AsyncConnection, since: datetime, *, now: datetime, instance_id: str | None = None
+    conn: AsyncConnection,
+    since: datetime,
+    *,
+    now: datetime,
+    instance_id: str | None = None,
+    team: str | None = None,
 ) -> int:
     """Redeliver every dead-lettered (`failed`) notification that failed at or after
     `since` (optionally of one instance); return how many were queued."""
@@ -476,6 +497,8 @@ async def redeliver_failed_since(
     )
     if instance_id is not None:
         query = query.where(outbox.c.instance_id == instance_id)
+    if team is not None:
+        query = query.where(_of_team(team))
     if _is_postgres(conn):
         query = query.with_for_update()
     rows = (await conn.execute(query.order_by(outbox.c.created_at, outbox.c.id))).all()

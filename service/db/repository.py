@@ -122,6 +122,7 @@ def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
         replaced_by_instance_id=m["replaced_by_instance_id"],
         action_intent=m["action_intent"],
         launch=m["launch"],
+        team=m["team"],
     )
 
 
@@ -168,8 +169,10 @@ async def insert_instance(
     now: datetime,
     source: EventSource = EventSource.API,
     instance_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> TransitionResult:
-    """Record a new `pending` instance with its first event and `instance.created` outbox row."""
+    """Record a new `pending` instance with its first event and `instance.created` outbox row
+    (`detail` goes into that event: the API's key id)."""
     instance_id = instance_id or new_instance_id()
     await conn.execute(
         instances.insert().values(
@@ -200,6 +203,7 @@ async def insert_instance(
             next_check_at=now,
             event_seq=0,
             version=1,
+            team=spec.team,
         )
     )
     instance = await get_instance(conn, instance_id)
@@ -213,7 +217,7 @@ async def insert_instance(
         now=now,
         reason=None,
         provider_status=None,
-        detail={},
+        detail=dict(detail or {}),
     )
     return TransitionResult(instance=await get_instance(conn, instance_id), event=event)
 
@@ -556,6 +560,7 @@ class InstanceFilter:
     product: str | None = None
     name: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    team: str | None = None  # None: every team
 
 
 async def list_instances(
@@ -579,6 +584,8 @@ async def list_instances(
         query = query.where(c.name == where.name)
     for key, value in where.labels:
         query = query.where(c.labels[key].as_string() == value)
+    if where.team is not None:
+        query = query.where(c.team == where.team)
     if before is not None:
         # Spelled out (not a row-value comparison) so each bind takes its column's type.
         created_at, instance_id = before
