@@ -241,6 +241,7 @@ async def _build_report(settings: Settings, query: ReportQuery, now: datetime) -
 )
 @click.option("--format", "fmt", default="table", show_default=True, help="table, csv or json.")
 @click.option("--section", help="Only this section (CSV prints the first one unless given).")
+@click.option("--team", help="Only this team's instances.  [default: every team]")
 def report(
     name: str,
     since: str | None,
@@ -249,6 +250,7 @@ def report(
     group_by: str | None,
     fmt: str,
     section: str | None,
+    team: str | None,
 ) -> None:
     """Print a report from the SQL store (DATABASE_URL).
 
@@ -274,7 +276,9 @@ def report(
             raise ValidationFailedError(
                 [{"field": "format", "message": f"one of: {', '.join(FORMATS)}", "value": fmt}]
             )
-        query = parse_query(name, now=now, since=since, until=until, at=at, group_by=group_by)
+        query = parse_query(
+            name, now=now, since=since, until=until, at=at, group_by=group_by, team=team
+        )
     except ValidationFailedError as exc:
         fail(_field_errors(exc), EXIT_CONFIG)
     try:

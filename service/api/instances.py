@@ -21,7 +21,7 @@ from service.api.responses import JSONResponse
 from service.api.routing import route
 from service.api.schemas import CreateInstanceBody, LastUsedBody
 from service.cursors import encode_position
-from service.auth.roles import MAX_TEAM, TEAM_RULE, Role, valid_team
+from service.auth.roles import MAX_TEAM, NO_TEAM, TEAM_RULE, Role, valid_team
 from service.db import repository as repo
 from service.domain import Instance, InstanceSpec, Status
 from service.errors import InstanceNotFoundError, ValidationFailedError
@@ -38,8 +38,6 @@ MAX_PAGE = 200
 MAX_IDEMPOTENCY_KEY = 255
 # A heartbeat may be a little ahead of our clock (client clock skew); more is refused.
 HEARTBEAT_SKEW = timedelta(seconds=30)
-# A team name no team can have (team names start with a letter or digit): lists nothing.
-_NO_TEAM = "-"
 
 
 def _resources(request: Request) -> Resources:
@@ -189,7 +187,7 @@ def _team_filter(request: Request, query: Query) -> str | None:
     scope = principal_of(request).scope
     if scope is None:
         return raw or None
-    return scope if raw in (None, scope) else _NO_TEAM
+    return scope if raw in (None, scope) else NO_TEAM
 
 
 async def list_instances(request: Request) -> JSONResponse:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from service.api.access import principal_of
 from service.api.openapi import EXTRA_PATHS, _errors, _operation, _path, _query
 from service.api.query_params import Query
-from service.auth.roles import Role
+from service.auth.roles import MAX_TEAM, NO_TEAM, TEAM_RULE, valid_team
 from service.errors import ValidationFailedError
 from service.reports.params import REPORT_NAMES, SPECS, parse_query
 from service.reports.render import render
@@ -25,7 +25,13 @@ from service.reports.run import run_report
 from service.resources import Resources
 
 # API parameter name → the name `parse_query` uses (and reports in its errors).
-_PARAMETERS = {"since": "since", "until": "until", "at": "at", "groupBy": "group_by"}
+_PARAMETERS = {
+    "since": "since",
+    "until": "until",
+    "at": "at",
+    "groupBy": "group_by",
+    "team": "team",
+}
 _OUTPUT = ("format", "section")
 _MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "table": "text/plain"}
 
@@ -35,6 +41,20 @@ def _api_fields(error: ValidationFailedError) -> ValidationFailedError:
     return ValidationFailedError(
         [{**item, "field": names.get(str(item["field"]), item["field"])} for item in error.fields]
     )
+
+
+def _report_team(request: Request) -> str | None:
+    """`team=` narrows an admin's report; any other key's report covers its own team only
+    (naming another team reports nothing, as if that team had no instances)."""
+    raw = request.query_params.get("team")
+    if raw is not None and not valid_team(raw):
+        raise ValidationFailedError(
+            [{"field": "team", "message": f"must be {TEAM_RULE}", "value": raw[:MAX_TEAM]}]
+        )
+    scope = principal_of(request).scope
+    if scope is None:
+        return raw or None
+    return scope if raw in (None, scope) else NO_TEAM
 
 
 async def get_report(request: Request) -> Response:
@@ -54,8 +74,6 @@ async def get_report(request: Request) -> Response:
         raise ValidationFailedError(
             [{"field": "format", "message": "one of: json, csv, table", "value": fmt}]
         )
-    # Until reports can be narrowed to one team, they span every team: admins only.
-    principal_of(request).require(Role.ADMIN)
     resources: Resources = request.state.resources
     now = resources.clock.now()
     texts = Query(params)
@@ -67,6 +85,7 @@ async def get_report(request: Request) -> Response:
             until=texts.text("until"),
             at=texts.text("at"),
             group_by=params.get("groupBy"),  # empty: totals, no grouping
+            team=_report_team(request),
         )
     except ValidationFailedError as exc:
         raise _api_fields(exc) from None
@@ -115,6 +134,11 @@ def openapi_paths(_components: dict[str, Any]) -> dict[str, Any]:
                         _query("groupBy", "Comma-separated dimensions; empty for totals"),
                         _query("format", "Output format", enum=["json", "csv", "table"]),
                         _query("section", "Only this section (CSV: the first by default)"),
+                        _query(
+                            "team",
+                            "Only this team's instances (admins; other keys get their own "
+                            "team's report; a team's reliability report leaves out webhooks)",
+                        ),
                     ],
                 ),
                 "operationId": "getReport",

@@ -25,6 +25,8 @@ ROLES = tuple(role.value for role in Role)
 MAX_TEAM = 64
 # Team names travel in URLs, logs and CSV: letters, digits, `.`, `_`, `-`.
 TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# No team is named this (a name starts with a letter or digit): a filter that finds nothing.
+NO_TEAM = "-"
 TEAM_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 

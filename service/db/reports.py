@@ -51,10 +51,16 @@ Row = tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A half-open time range [since, until)."""
+    """A half-open time range [since, until), and the one team it covers (None: all)."""
 
     since: datetime
     until: datetime
+    team: str | None = None
+
+
+def _of_team(instance_id: ColumnElement[Any], team: str) -> ColumnElement[bool]:
+    """Rows that belong to an instance of `team`."""
+    return instance_id.in_(sa.select(_i.id).where(_i.team == team))
 
 
 @asynccontextmanager
@@ -130,17 +136,21 @@ async def _rows(conn: AsyncConnection, query: sa.Executable) -> list[Row]:
 # -- fleet -------------------------------------------------------------------------------
 
 
-async def fleet_counts(conn: AsyncConnection, dimensions: Sequence[str]) -> list[Row]:
+async def fleet_counts(
+    conn: AsyncConnection, dimensions: Sequence[str], *, team: str | None = None
+) -> list[Row]:
     """Instances per group now, from their status column: (*dimensions, count)."""
     columns = _dimensions(dimensions, {"status": _i.status})
     query = sa.select(*columns, sa.func.count()).select_from(instances)
+    if team is not None:
+        query = query.where(_i.team == team)
     if columns:
         query = query.group_by(*columns)
     return await _rows(conn, query)
 
 
 async def fleet_transitions(
-    conn: AsyncConnection, dimensions: Sequence[str], *, at: datetime
+    conn: AsyncConnection, dimensions: Sequence[str], *, at: datetime, team: str | None = None
 ) -> list[Row]:
     """Status changes up to `at` per group: (*dimensions, from_status, to_status, count).
 
@@ -158,6 +168,8 @@ async def fleet_transitions(
         )
         .group_by(*columns, _e.from_status, _e.to_status)
     )
+    if team is not None:
+        query = query.where(_i.team == team)
     return await _rows(conn, query)
 
 
@@ -217,6 +229,8 @@ async def usage_edges(
         .select_from(dated.join(instances, _i.id == dated.c.instance_id))
         .group_by(*columns)
     )
+    if window.team is not None:
+        query = query.where(_i.team == window.team)
     return await _rows(conn, query)
 
 
@@ -272,6 +286,8 @@ async def provisioning_instances(
             _seconds_between(conn, _i.created_at, _first_at(Status.RUNNING)),
             _seconds_between(conn, _i.created_at, _first_at(Status.READY)),
         )
+    if window.team is not None:
+        query = query.where(_i.team == window.team)
     return await _rows(conn, query.where(_in_window(_i.created_at, window)))
 
 
@@ -301,6 +317,7 @@ async def capacity_errors(conn: AsyncConnection, window: Window) -> list[Row]:
                    OR (e.to_status = 'failed' AND e.reason = 'no_capacity'))
               AND jsonb_typeof(CASE WHEN e.to_status = 'failed' THEN e.detail -> 'attempts'
                                     ELSE e.detail -> 'capacityAttempts' END) = 'array'
+              {team}
             GROUP BY 1, 2, 3
         """
     else:
@@ -313,12 +330,19 @@ async def capacity_errors(conn: AsyncConnection, window: Window) -> list[Row]:
             WHERE e.source = 'provisioner' AND e.at >= :since AND e.at < :until
               AND (e.to_status = 'provisioning'
                    OR (e.to_status = 'failed' AND e.reason = 'no_capacity'))
+              {team}
             GROUP BY 1, 2, 3
         """
-    query = sa.text(sql).bindparams(
+    binds = [
         sa.bindparam("since", window.since, type_=instance_events.c.at.type),
         sa.bindparam("until", window.until, type_=instance_events.c.at.type),
-    )
+    ]
+    if window.team is not None:
+        sql = sql.format(team="AND e.instance_id IN (SELECT id FROM instances WHERE team = :team)")
+        binds.append(sa.bindparam("team", window.team, type_=sa.String))
+    else:
+        sql = sql.format(team="")
+    query = sa.text(sql).bindparams(*binds)
     return await _rows(conn, query)
 
 
@@ -333,6 +357,8 @@ async def failure_reasons(conn: AsyncConnection, window: Window) -> list[Row]:
         )
         .group_by(_e.reason)
     )
+    if window.team is not None:
+        query = query.where(_of_team(_e.instance_id, window.team))
     return await _rows(conn, query)
 
 
@@ -371,6 +397,8 @@ async def state_changes_by_source(conn: AsyncConnection, window: Window) -> list
         )
         .group_by(_e.source)
     )
+    if window.team is not None:
+        query = query.where(_of_team(_e.instance_id, window.team))
     return await _rows(conn, query)
 
 
@@ -386,6 +414,8 @@ async def notification_summary(
     # `status IN (all of them)` filters nothing; it lets the planner read the
     # (status, created_at, delivered_at) index alone instead of the outbox rows.
     in_window = sa.and_(c.status.in_(OUTBOX_STATUSES), _in_window(c.created_at, window))
+    if window.team is not None:
+        in_window = sa.and_(in_window, _of_team(c.instance_id, window.team))
     if _is_pg(conn):
         spread = (
             sa.func.percentile_cont(postgresql.array(list(quantiles)))

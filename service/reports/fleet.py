@@ -21,12 +21,17 @@ async def fleet_report(database: Database, query: ReportQuery, *, now: datetime)
     async with sql.report_connection(database) as conn:
         if query.at is None:
             counts = Counter(
-                {tuple(row[:-1]): int(row[-1]) for row in await sql.fleet_counts(conn, dims)}
+                {
+                    tuple(row[:-1]): int(row[-1])
+                    for row in await sql.fleet_counts(conn, dims, team=query.team)
+                }
             )
         else:
             counts = _replay(
                 dims,
-                await sql.fleet_transitions(conn, [d for d in dims if d != "status"], at=query.at),
+                await sql.fleet_transitions(
+                    conn, [d for d in dims if d != "status"], at=query.at, team=query.team
+                ),
             )
     rows = [(*key, count) for key, count in counts.items() if count > 0]
     width = len(dims)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from service.auth.roles import MAX_TEAM, NO_TEAM, TEAM_RULE, valid_team
 from service.db.reports import Window
 from service.errors import ValidationFailedError
 
@@ -52,6 +53,7 @@ class ReportQuery:
     group_by: tuple[str, ...]
     window: Window | None = None  # windowed reports
     at: datetime | None = None  # fleet: None means now (the current status column)
+    team: str | None = None  # only this team's instances (None: every team)
 
 
 def _invalid(field: str, message: str, value: object = None) -> ValidationFailedError:
@@ -100,17 +102,20 @@ def parse_query(
     until: str | None = None,
     at: str | None = None,
     group_by: str | None = None,
+    team: str | None = None,
 ) -> ReportQuery:
     if name not in SPECS:
         raise _invalid("name", f"reports are: {', '.join(REPORT_NAMES)}", name)
     spec = SPECS[name]
+    if team is not None and team != NO_TEAM and not valid_team(team):
+        raise _invalid("team", f"must be {TEAM_RULE}", team[:MAX_TEAM])
     grouping = parse_group_by(name, group_by)
     if not spec.windowed:
         for field, value in (("since", since), ("until", until)):
             if value is not None:
                 raise _invalid(field, f"the {name} report counts at one moment: use `at`", value)
         moment = parse_time("at", at, now=now) if at is not None else None
-        return ReportQuery(name, grouping, at=moment)
+        return ReportQuery(name, grouping, at=moment, team=team)
     if at is not None:
         raise _invalid("at", f"the {name} report covers a window: use `since` and `until`", at)
     end = parse_time("until", until, now=now) if until is not None else now
@@ -119,4 +124,4 @@ def parse_query(
         raise _invalid("since", "must be earlier than `until`", since)
     if end - start > MAX_WINDOW:
         raise _invalid("since", "the window may span at most 3660 days", since)
-    return ReportQuery(name, grouping, window=Window(start, end))
+    return ReportQuery(name, grouping, window=Window(start, end, team), team=team)

@@ -25,4 +25,7 @@ BUILDERS: dict[str, Builder] = {
 
 async def run_report(database: Database, query: ReportQuery, *, now: datetime) -> Report:
     """Build the report `query` asks for; `now` ends open intervals and stamps the report."""
-    return await BUILDERS[query.name](database, query, now=now)
+    report: Report = await BUILDERS[query.name](database, query, now=now)
+    if query.team is not None:
+        report.parameters["team"] = query.team
+    return report

@@ -452,13 +452,43 @@ async def test_the_event_stream_carries_only_the_keys_team(
     assert status == 422, answer  # another team's instance is unknown here too
 
 
-async def test_reports_are_for_admins_until_they_can_be_narrowed(
+async def test_reports_cover_the_keys_team_and_admins_choose(
     service: ServiceUnderTest, keys: Keys
 ) -> None:
-    status, answer = await call(service, keys.secrets["viewer"], "GET", "/api/reports/fleet")
-    assert status == 403 and "admin" in answer["error"]["message"]
-    status, _ = await call(service, keys.secrets["admin"], "GET", "/api/reports/fleet")
-    assert status == 200
+    for _ in range(2):
+        red = await created_by(service, keys.secrets["operator"])
+    await created_by(service, keys.secrets["blue"])
+    await call(service, keys.secrets["operator"], "DELETE", f"/api/instances/{red['id']}")
+    service.clock.advance(1)  # windows end before now
+
+    async def fleet(secret: str, query: str = "") -> int:
+        status, body = await call(service, secret, "GET", f"/api/reports/fleet?groupBy={query}")
+        assert status == 200, body
+        return sum(row["instances"] for row in body["sections"]["fleet"]["rows"])
+
+    assert await fleet(keys.secrets["viewer"]) == 2
+    assert await fleet(keys.secrets["blue-viewer"]) == 1
+    assert await fleet(keys.secrets["viewer"], "&team=blue") == 0
+    assert await fleet(keys.secrets["admin"]) == 3
+    assert await fleet(keys.secrets["admin"], "&team=blue") == 1
+    status, body = await call(
+        service, keys.secrets["viewer"], "GET", "/api/reports/reliability?since=1d"
+    )
+    assert status == 200 and body["parameters"]["team"] == "red"
+    assert "webhooks" not in body["sections"]
+    changes = {r["source"]: r["changes"] for r in body["sections"]["state_changes"]["rows"]}
+    assert changes["api"] == 4  # red's: two created, one delete_requested, one deleted
+    status, body = await call(
+        service, keys.secrets["admin"], "GET", "/api/reports/reliability?since=1d"
+    )
+    assert "webhooks" in body["sections"] and "team" not in body["parameters"]
+    for name in ("usage", "provisioning"):
+        status, body = await call(
+            service, keys.secrets["blue-viewer"], "GET", f"/api/reports/{name}?since=1d"
+        )
+        assert status == 200, body
+    status, body = await call(service, keys.secrets["admin"], "GET", "/api/reports/fleet?team=a%00")
+    assert status == 422 and body["error"]["details"]["fields"][0]["field"] == "team"
 
 
 async def test_adopted_and_existing_instances_belong_to_the_default_team(
