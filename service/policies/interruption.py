@@ -99,4 +99,5 @@ def replacement_spec(instance: Instance) -> InstanceSpec:
         auto_stop=instance.auto_stop,
         on_interruption=instance.interruption_policy,
         launch=instance.launch,
+        team=instance.team,  # the replacement stays with the team that owns the original
     )

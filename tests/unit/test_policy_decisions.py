@@ -57,6 +57,10 @@ def test_replacement_avoids_the_reclaimed_region() -> None:
     assert spec.region is None and spec.product_id is None and spec.product_name == "RTX"
 
 
+def test_a_replacement_belongs_to_the_team_of_the_original() -> None:
+    assert interruption.replacement_spec(_instance(team="vision")).team == "vision"
+
+
 def test_recovery_is_bounded_by_attempts_and_by_time() -> None:
     policy = interruption.effective_policy(
         _instance(interruption_policy={"action": "restart", "maxAttempts": 2}),
