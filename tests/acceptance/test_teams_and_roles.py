@@ -506,3 +506,17 @@ async def test_adopted_and_existing_instances_belong_to_the_default_team(
     status, body = await call(service, API_KEY, "GET", f"/api/instances/{made.instance.id}")
     assert status == 200 and body["team"] == "default"
     assert made.instance.status is Status.PENDING
+
+
+async def test_openapi_documents_the_key_routes_and_the_team(service: ServiceUnderTest) -> None:
+    status, document, _ = await service.call("GET", "/openapi.json")
+    assert status == 200
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    assert set(paths["/api/keys"]) == {"get", "post"}
+    assert "delete" in paths["/api/keys/{key_id}"] and "post" in paths["/api/keys/revoke"]
+    assert "403" in paths["/api/keys"]["post"]["responses"]
+    assert "team" in schemas["Instance"]["properties"]
+    assert "team" in schemas["CreateInstanceBody"]["properties"]
+    assert {"team", "role", "name"} <= set(schemas["NewKeyRequest"]["properties"])
+    listed = [p["name"] for p in paths["/api/instances"]["get"]["parameters"]]
+    assert "team" in listed
