@@ -20,8 +20,8 @@ from service.api.query_params import Query
 from service.api.responses import JSONResponse
 from service.api.routing import route
 from service.api.schemas import CreateInstanceBody, LastUsedBody
-from service.cursors import encode_position
 from service.auth.roles import MAX_TEAM, NO_TEAM, TEAM_RULE, Role, valid_team
+from service.cursors import encode_position
 from service.db import repository as repo
 from service.domain import Instance, InstanceSpec, Status
 from service.errors import InstanceNotFoundError, ValidationFailedError
