@@ -16,9 +16,10 @@ from service.api.auth import Authenticator
 from service.api.bodies import parse_json_object, read_body, validate
 from service.api.openapi import EXTRA_PATHS, _body_schema, _errors, _json, _operation, _path, _query
 from service.api.responses import JSONResponse
+from service.api.routing import route
 from service.auth import keys as key_format
 from service.auth.requests import NewKeyRequest
-from service.auth.roles import MAX_TEAM, ROLES, TEAM_RULE, valid_team
+from service.auth.roles import MAX_TEAM, ROLES, TEAM_QUERY_PATTERN, TEAM_RULE, valid_team
 from service.db import api_keys as key_store
 from service.errors import ValidationFailedError
 from service.presenters import iso
@@ -43,7 +44,7 @@ def _resources(request: Request) -> Resources:
 
 
 async def list_keys(request: Request) -> JSONResponse:
-    team = request.query_params.get("team")
+    team = request.query_params.get("team") or None  # empty: not given
     unknown = sorted(set(request.query_params) - {"team"})
     if unknown:
         raise ValidationFailedError([{"field": f, "message": "unknown parameter"} for f in unknown])
@@ -70,10 +71,15 @@ async def create_key(request: Request) -> JSONResponse:
     )
 
 
+REVOKE_PATTERN = r"^([0-9a-f]{12}|nlk_[0-9a-f]{12}_[A-Za-z0-9_-]{20,100})$"
+
+
 class RevokeBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key: str = Field(min_length=1, max_length=200, description="A key id, or the key itself")
+    key: str = Field(
+        pattern=REVOKE_PATTERN, max_length=200, description="A key id, or the key itself"
+    )
 
 
 async def revoke_by_id(request: Request) -> JSONResponse:
@@ -111,8 +117,7 @@ async def _revoke(request: Request, key_id: str) -> JSONResponse:
 
 
 ROUTES = [
-    Route("/keys", list_keys, methods=["GET"]),
-    Route("/keys", create_key, methods=["POST"]),
+    route("/keys", {"GET": list_keys, "POST": create_key}),
     Route("/keys/revoke", revoke_by_body, methods=["POST"]),
     Route("/keys/{key_id}", revoke_by_id, methods=["DELETE"]),
 ]
@@ -165,7 +170,14 @@ def openapi_paths(components: dict[str, Any]) -> dict[str, Any]:
                         ),
                         **_errors(401, 403, 422),
                     },
-                    parameters=[_query("team", "Only this team's keys")],
+                    parameters=[
+                        _query(
+                            "team",
+                            "Only this team's keys",
+                            type="string",
+                            pattern=TEAM_QUERY_PATTERN,
+                        )
+                    ],
                 ),
                 "operationId": "listApiKeys",
             },

@@ -16,6 +16,7 @@ from service import __version__
 from service.api.notifications import RedeliverFailedBody, TargetBody
 from service.api.responses import JSONResponse
 from service.api.schemas import LABEL_KEY, CreateInstanceBody, LastUsedBody, UpdatePoliciesBody
+from service.auth.roles import TEAM_QUERY_PATTERN
 from service.domain import Status
 from service.notifications.models import NotificationStatus
 
@@ -417,7 +418,12 @@ def build_document() -> dict[str, Any]:
                         type="string",
                         pattern=f"^({LABEL_KEY.pattern}[:=][^\\x00]{{0,255}})?$",
                     ),
-                    _query("team", "Only this team (admins; other keys see their own team)"),
+                    _query(
+                        "team",
+                        "Only this team (admins; other keys see their own team)",
+                        type="string",
+                        pattern=TEAM_QUERY_PATTERN,
+                    ),
                     *page,
                 ],
             ),

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from service.api.access import principal_of
 from service.api.openapi import EXTRA_PATHS, _errors, _operation, _path, _query
 from service.api.query_params import Query
-from service.auth.roles import MAX_TEAM, NO_TEAM, TEAM_RULE, valid_team
+from service.auth.roles import MAX_TEAM, NO_TEAM, TEAM_QUERY_PATTERN, TEAM_RULE, valid_team
 from service.errors import ValidationFailedError
 from service.reports.params import REPORT_NAMES, SPECS, parse_query
 from service.reports.render import render
@@ -46,7 +46,7 @@ def _api_fields(error: ValidationFailedError) -> ValidationFailedError:
 def _report_team(request: Request) -> str | None:
     """`team=` narrows an admin's report; any other key's report covers its own team only
     (naming another team reports nothing, as if that team had no instances)."""
-    raw = request.query_params.get("team")
+    raw = request.query_params.get("team") or None  # empty: not given
     if raw is not None and not valid_team(raw):
         raise ValidationFailedError(
             [{"field": "team", "message": f"must be {TEAM_RULE}", "value": raw[:MAX_TEAM]}]
@@ -138,6 +138,8 @@ def openapi_paths(_components: dict[str, Any]) -> dict[str, Any]:
                             "team",
                             "Only this team's instances (admins; other keys get their own "
                             "team's report; a team's reliability report leaves out webhooks)",
+                            type="string",
+                            pattern=TEAM_QUERY_PATTERN,
                         ),
                     ],
                 ),

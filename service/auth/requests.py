@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth.roles import MAX_TEAM, TEAM_NAME, Role
 
 MAX_KEY_NAME = 100
-
-
-def _printable(value: str) -> str:
-    if not value.isprintable() or not value.strip():
-        raise ValueError("must be printable text (no control characters), not blank")
-    return value
-
-
-KeyName = Annotated[str, Field(min_length=1, max_length=MAX_KEY_NAME), AfterValidator(_printable)]
+# No control characters, and something other than spaces (the OpenAPI schema says so too).
+KEY_NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+KeyName = Annotated[str, Field(min_length=1, max_length=MAX_KEY_NAME, pattern=KEY_NAME_PATTERN)]
 
 
 class NewKeyRequest(BaseModel):

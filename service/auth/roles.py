@@ -27,6 +27,8 @@ MAX_TEAM = 64
 TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # No team is named this (a name starts with a letter or digit): a filter that finds nothing.
 NO_TEAM = "-"
+# The same as a query parameter, where empty means not given (for the OpenAPI document).
+TEAM_QUERY_PATTERN = "^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
 TEAM_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
