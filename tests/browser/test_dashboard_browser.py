@@ -67,7 +67,10 @@ class Page:
         return str(await self.run(lambda: element.text))
 
     async def click(self, css: str, *, confirm: bool = False) -> None:
+        """Click, then wait for the page the click leads to (every click here submits a
+        form or follows a link): Selenium may return before the browser has navigated."""
         element = await self.find(css)
+        await self.script("window.__beforeClick = true")
         if confirm:
             # The confirmation dialog blocks the click until answered: answer it meanwhile.
             click = asyncio.create_task(self.run(element.click))
@@ -75,6 +78,20 @@ class Page:
             await click
         else:
             await self.run(element.click)
+        await self.wait_for_new_document()
+
+    async def wait_for_new_document(self) -> None:
+        from selenium.common.exceptions import WebDriverException
+
+        loaded = "return window.__beforeClick === undefined && document.readyState === 'complete'"
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    if await self.script(loaded):
+                        return
+                except WebDriverException:  # asked while the old page was being unloaded
+                    pass
+                await asyncio.sleep(0.05)
 
     async def accept_dialog(self) -> None:
         from selenium.common.exceptions import NoAlertPresentException
