@@ -120,7 +120,7 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers
 
     from service.app import create_app
     from service.http_protocol import HttpProtocol
-    from service.logging import configure_logging
+    from service.logging import configure_logging, secret_forms
 
     settings = settings_or_exit(**({"novita_simulator": True} if simulator else {}))
     if settings.novita_api_key is None and not settings.novita_simulator:
@@ -129,7 +129,7 @@ def serve(host: str, port: int, simulator: bool, migrate_first: bool, no_workers
             "built-in simulator",
             EXIT_CONFIG,
         )
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secrets=secret_forms(settings))
     run_database_step(settings, migrate=migrate_first)
     app = create_app(settings, run_workers=not no_workers)
     # Modules, routes and settings live as long as the process: move them out of the
@@ -166,7 +166,7 @@ cli.add_command(keys)
 @click.option("--migrate", "migrate_first", is_flag=True, help="Migrate the database first.")
 def worker(simulator: bool, migrate_first: bool) -> None:
     """Run the background workers only (no HTTP); stops cleanly on SIGINT/SIGTERM."""
-    from service.logging import configure_logging
+    from service.logging import configure_logging, secret_forms
     from service.workers.runner import run_workers
 
     settings = settings_or_exit(**({"novita_simulator": True} if simulator else {}))
@@ -176,7 +176,7 @@ def worker(simulator: bool, migrate_first: bool) -> None:
             "built-in simulator",
             EXIT_CONFIG,
         )
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secrets=secret_forms(settings))
     run_database_step(settings, migrate=migrate_first)
     asyncio.run(run_workers(settings))
 

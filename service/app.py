@@ -31,6 +31,7 @@ from service.api.reports import ROUTES as report_routes
 from service.api.webhooks import ROUTES as webhook_routes
 from service.dashboard.routes import dashboard_mount
 from service.event_hub import EventHub
+from service.logging import register_secrets, secret_forms
 from service.metrics import HttpMetrics, ServiceCollector
 from service.resources import Resources, open_resources
 from service.settings import Settings
@@ -47,6 +48,7 @@ def create_app(
 ) -> ServiceApp:
     """Build the app. With `run_workers`, the lifespan also runs every background worker
     (stopped, each finishing its batch, before the resources close)."""
+    register_secrets(secret_forms(settings))  # whoever configured logging, scrub these
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:

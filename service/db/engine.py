@@ -80,6 +80,7 @@ def create_engine(
     return create_async_engine(
         url,
         echo=echo,
+        hide_parameters=True,  # error messages would carry the row's values (envs, secrets)
         pool_size=10,
         max_overflow=10,
         pool_recycle=1800,
@@ -89,7 +90,12 @@ def create_engine(
 
 def _create_sqlite_engine(url: str, busy_timeout_ms: int, echo: bool) -> AsyncEngine:
     in_memory = sqlite_file(url) is None
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        hide_parameters=True,  # see create_engine
+        connect_args={"timeout": busy_timeout_ms / 1000},
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
