@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.api.responses import JSONResponse
+from service.db.outage import OUTAGE_TYPES, describe, is_database_outage
 from service.errors import (
     AuthenticationError,
     DatabaseError,
@@ -153,6 +154,16 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
+    if is_database_outage(exc):
+        # Not a bug: one line, no traceback, and the client may retry (service.db.outage).
+        log.warning("http.database_unavailable", path=request.url.path, error=describe(exc))
+        return error_response(
+            request,
+            503,
+            "DATABASE_UNAVAILABLE",
+            "the database is not available; retry shortly",
+            headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
+        )
     log.error("http.unhandled_error", path=request.url.path, exc_info=exc)
     return error_response(request, 500, "INTERNAL_ERROR", "internal error; it has been logged")
 
@@ -160,5 +171,8 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ServiceError: service_error_handler,
     HTTPException: http_exception_handler,
+    # Database errors are answered here rather than by Starlette's error middleware, which
+    # re-raises after answering, so the server would log a second traceback.
+    **dict.fromkeys(OUTAGE_TYPES, unhandled_error_handler),
     Exception: unhandled_error_handler,
 }

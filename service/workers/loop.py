@@ -6,7 +6,9 @@ of work and returns how much it did. `WorkerLoop` calls it until `stop()`:
 - when a batch did work, the next one starts at once; when it did none, the loop waits
   `idle_interval` seconds (or until `stop()` / `wake()`),
 - an exception in one iteration is logged with its traceback and followed by a backoff
-  that grows to `max_backoff`; it never ends the loop,
+  that grows to `max_backoff`; it never ends the loop. A database outage is not a bug: it
+  is logged as one line when it starts (no traceback, not once per pass), and the loop
+  says in one line when an iteration succeeds again,
 - cancellation is never swallowed, and `stop()` only sets an event: the batch in progress
   (and its database write) finishes before the loop returns.
 """
@@ -18,6 +20,8 @@ import contextlib
 from typing import Protocol
 
 import structlog
+
+from service.db.outage import describe, is_database_outage
 
 log = structlog.get_logger(__name__)
 
@@ -63,21 +67,38 @@ class WorkerLoop:
     async def run(self) -> None:
         log.info("worker.started", worker=self.worker.name)
         consecutive_failures = 0
+        in_outage = False
         while not self._stopping.is_set():
             self._wake.clear()
             try:
                 done = await self.worker.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
                 consecutive_failures += 1
                 self.failures += 1
                 delay = min(self.max_backoff, self.error_backoff * 2 ** (consecutive_failures - 1))
-                log.exception("worker.iteration_failed", worker=self.worker.name, retry_in=delay)
+                if not is_database_outage(error):
+                    log.exception(
+                        "worker.iteration_failed", worker=self.worker.name, retry_in=delay
+                    )
+                elif not in_outage:
+                    in_outage = True
+                    log.warning(
+                        "worker.database_unavailable",
+                        worker=self.worker.name,
+                        error=describe(error),
+                        retry_in=delay,
+                    )
                 await self._pause(delay)
                 continue
             self.iterations += 1
+            if consecutive_failures:
+                log.info(
+                    "worker.recovered", worker=self.worker.name, failed_passes=consecutive_failures
+                )
             consecutive_failures = 0
+            in_outage = False
             if not done:
                 await self._pause(self.idle_interval)
         log.info("worker.stopped", worker=self.worker.name)
