@@ -40,12 +40,13 @@ PRUNE_EVERY = timedelta(minutes=10)
 
 def observed_time(event: StoredWebhook) -> datetime:
     """When the provider saw what the event says: `data.observedAt`, else the envelope's
-    `timestamp` (ISO 8601 or Unix seconds), else when we received it."""
+    `timestamp` (ISO 8601 or Unix seconds), else when we received it; never later than
+    when we received it."""
     data = event.payload.get("data") or {}
     for value in (data.get("observedAt"), event.payload.get("timestamp")):
         parsed = _parse_time(value)
         if parsed is not None:
-            return parsed
+            return min(parsed, event.received_at)
     return event.received_at
 
 
@@ -58,9 +59,10 @@ def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            # In UTC, as stored; a time at the calendar's edge cannot be, and is ignored.
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 
@@ -137,7 +139,9 @@ class InboxApplier:
         current = await repo.get_instance(conn, instance_id, for_update=True)
         if current.is_terminal:
             return "terminal"
-        if current.provider_observed_at is not None and observed_at <= current.provider_observed_at:
+        if current.provider_observed_at is not None and observed_at <= min(
+            current.provider_observed_at, now
+        ):  # (a future time recorded before times were bounded does not count)
             return "stale"
         data = event.payload.get("data") or {}
         if event.event_type == "instance.ready":

@@ -6,7 +6,10 @@ live here once (docs/architecture.md, docs/novita-facts.md):
 - the §16 mapping (`status_map`) decides the target; unrecognised statuses keep the row;
 - not found: `deleted` if we were deleting, else `failed` with reason `lost`;
 - a read older than the newest observation already applied (e.g. a webhook applied while
-  we were asking) is dropped, so the record never moves backwards;
+  we were asking) is dropped, so the record never moves backwards; observation times are
+  bounded by the present (a read is dated no later than now, and a recorded time in the
+  future, from before times were bounded, counts as now), so nothing can look newer than
+  every read to come;
 - an action we just asked for (start, stop, delete) wins over a read still showing the
   state before it, for `action_settle` seconds; after that Novita's word stands, and a
   delete Novita still has not started is sent again (deletes are idempotent);
@@ -127,12 +130,14 @@ class ObservationApplier:
         """Apply what Novita said (`None`: it has no such instance) when asked at `asked_at`."""
         await self._recount()
         now = self._clock.now()
+        asked_at = min(asked_at, now)
         observation = observation_of(observed)
         async with self._db.transaction() as conn:
             current = await repo.get_instance(conn, instance_id, for_update=True)
             if current.is_terminal:
                 return ApplyOutcome()
-            if current.provider_observed_at is not None and current.provider_observed_at > asked_at:
+            newest = current.provider_observed_at
+            if newest is not None and min(newest, now) > asked_at:
                 # Something newer (a webhook) was applied while we were asking: ours is stale.
                 await self._hand_back(conn, current, None, release_claim)
                 return ApplyOutcome()
