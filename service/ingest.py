@@ -10,22 +10,39 @@ has `min_overlap` events (or the batch before it is done): a slot that grabbed t
 event to arrive would commit one event per fsync and leave the rest to queue. The queue is
 bounded: when it is full, `submit` fails at once (the endpoint answers 503 with
 Retry-After) instead of letting memory grow.
+
+One bad event never fails the others: a batch the database refuses (not an outage: a row
+it cannot store, say a number PostgreSQL's numeric type cannot hold) is split in halves and
+each half stored on its own, down to the one event that cannot be stored, which alone is
+refused (400, naming the database's reason; the sender should not retry it). An outage
+fails the batch as a whole (503): nothing was stored, and the senders retry.
+
+Rejected requests (bad signature, malformed, too large) are counted here, in memory, and
+written once a second in one transaction (and when the writer stops), so a flood of
+unauthenticated requests costs no write per request; the reliability report sees them up
+to a second late.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
+import asyncpg
 import structlog
+from sqlalchemy import exc as sa_exc
 
 from service.clock import Clock
+from service.db import webhook_tallies
 from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.db.inbox_store import InboxStore, open_store
-from service.errors import ServiceError
+from service.db.outage import describe, is_database_outage
+from service.errors import MalformedRequestError, ServiceError
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +61,29 @@ class IngestUnavailableError(ServiceError):
     retry_after = 5.0
 
 
+class UnstorableEventError(MalformedRequestError):
+    """The event cannot be stored as sent; retrying it will not help."""
+
+    code = "UNSTORABLE_EVENT"
+
+
+# What a database raises for a row it will never store (PostgreSQL's class 22 "data
+# exception" and 23 "integrity constraint violation", and their SQLite and SQLAlchemy
+# equivalents), as opposed to an outage or a bug.
+_UNSTORABLE = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    sa_exc.DataError,
+    sa_exc.IntegrityError,
+)
+
+
+def _is_unstorable(error: BaseException) -> bool:
+    return isinstance(error, _UNSTORABLE) and not is_database_outage(error)
+
+
 @dataclass(slots=True)
 class _Pending:
     record: InboxRecord
@@ -59,6 +99,7 @@ class InboxWriter:
         max_queue: int = 10_000,
         max_batch: int = 1_000,
         min_overlap: int = 16,
+        tally_interval: float = 1.0,
         store: InboxStore | None = None,
     ) -> None:
         self._store = store if store is not None else open_store(database)
@@ -69,12 +110,18 @@ class InboxWriter:
         # Set while the writer waits for a second batch to fill (see _run).
         self._gathering: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        # Rejections counted since the last write, by (outcome, minute).
+        self._rejections: dict[tuple[str, datetime], int] = {}
+        self._tally_interval = tally_interval
+        self._tally_task: asyncio.Task[None] | None = None
+        self._tallies_failing = False
         # Called after each committed batch (e.g. to wake the applier).
         self.on_stored: list[Callable[[], None]] = []
         self.batches = 0
         self.submitted = 0
         self.stored = 0
         self.duplicates = 0
+        self.refused = 0
 
     @property
     def max_in_flight(self) -> int:
@@ -87,6 +134,7 @@ class InboxWriter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inbox-writer")
+        self._tally_task = asyncio.create_task(self._write_tallies(), name="inbox-tallies")
 
     async def stop(self) -> None:
         """Store everything already queued, then end the writer task."""
@@ -94,7 +142,46 @@ class InboxWriter:
             await self._queue.put(None)
             await self._task
             self._task = None
+        if self._tally_task is not None:
+            self._tally_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tally_task
+            self._tally_task = None
+        await self.flush_tallies()
         await self._store.close()
+
+    def count_rejection(self, reason: str, now: datetime) -> None:
+        """Count one rejected request; written with the next flush (no I/O here)."""
+        key = (reason, webhook_tallies.minute_of(now))
+        self._rejections[key] = self._rejections.get(key, 0) + 1
+
+    @property
+    def pending_rejections(self) -> int:
+        return sum(self._rejections.values())
+
+    async def flush_tallies(self) -> None:
+        """Write the rejections counted so far in one transaction; kept for the next
+        flush if the database cannot take them now."""
+        if not self._rejections:
+            return
+        counts, self._rejections = self._rejections, {}
+        try:
+            await self._store.add_tallies(counts)
+        except Exception as error:
+            for key, count in counts.items():
+                self._rejections[key] = self._rejections.get(key, 0) + count
+            if not self._tallies_failing:
+                self._tallies_failing = True
+                log.warning("ingest.tallies_not_written", error=describe(error))
+            return
+        if self._tallies_failing:
+            self._tallies_failing = False
+            log.info("ingest.tallies_written_again")
+
+    async def _write_tallies(self) -> None:
+        while True:
+            await asyncio.sleep(self._tally_interval)
+            await self.flush_tallies()
 
     async def submit(self, record: InboxRecord) -> bool:
         """Store the event; True if it was new, False if its webhook id was seen before."""
@@ -166,30 +253,78 @@ class InboxWriter:
         first_seen: dict[str, _Pending] = {}
         for item in batch:
             first_seen.setdefault(item.record.webhook_id, item)
+        records = [item.record for item in first_seen.values()]
+        duplicates = len(batch) - len(first_seen)
+        now = self._clock.now()
+        refused: dict[str, str] = {}
         try:
-            inserted = await self._store.store(
-                [item.record for item in first_seen.values()],
-                duplicates=len(batch) - len(first_seen),
-                now=self._clock.now(),
-            )
+            try:
+                inserted = await self._store.store(records, duplicates=duplicates, now=now)
+            except Exception as error:
+                if is_database_outage(error):
+                    raise
+                inserted = await self._isolate(records, error, now, refused)
+                # The duplicates were not counted with a half: count them now (those of a
+                # refused event are refused with it).
+                duplicates = sum(
+                    first_seen[item.record.webhook_id] is not item
+                    and item.record.webhook_id not in refused
+                    for item in batch
+                )
+                if duplicates:
+                    await self._store.add_tallies({(webhook_tallies.DUPLICATE, now): duplicates})
         except asyncio.CancelledError:
             self._fail(batch, IngestUnavailableError("the service is shutting down"))
             raise
-        except Exception:
-            log.exception("ingest.batch_failed", size=len(batch))
+        except Exception as error:
+            if is_database_outage(error):
+                log.warning("ingest.database_unavailable", size=len(batch), error=describe(error))
+            else:
+                log.exception("ingest.batch_failed", size=len(batch))
             self._fail(batch, IngestUnavailableError())
             return
         self.batches += 1
         for callback in self.on_stored:
             callback()
         for item in batch:
-            is_new = first_seen[item.record.webhook_id] is item and (
-                item.record.webhook_id in inserted
-            )
+            webhook_id = item.record.webhook_id
+            if webhook_id in refused:
+                self.refused += 1
+                self._fail([item], UnstorableEventError(refused[webhook_id]))
+                continue
+            is_new = first_seen[webhook_id] is item and webhook_id in inserted
             self.stored += is_new
             self.duplicates += not is_new
             if not item.done.done():
                 item.done.set_result(is_new)
+
+    async def _isolate(
+        self,
+        records: Sequence[InboxRecord],
+        error: Exception,
+        now: datetime,
+        refused: dict[str, str],
+    ) -> set[str]:
+        """Store `records` (which failed together with `error`) in halves, recursively, so
+        only the rows the database will not take are left out, their reasons in `refused`.
+        An outage, or an error that is not about a row, fails the whole batch."""
+        if len(records) == 1:
+            if not _is_unstorable(error):
+                raise error
+            reason = describe(error).partition(": ")[2] or describe(error)
+            refused[records[0].webhook_id] = f"the event cannot be stored: {reason}"
+            log.warning("ingest.event_refused", webhook_id=records[0].webhook_id, error=reason)
+            return set()
+        half = len(records) // 2
+        inserted: set[str] = set()
+        for part in (records[:half], records[half:]):
+            try:
+                inserted |= await self._store.store(part, duplicates=0, now=now)
+            except Exception as part_error:
+                if is_database_outage(part_error):
+                    raise
+                inserted |= await self._isolate(part, part_error, now, refused)
+        return inserted
 
     @staticmethod
     def _fail(batch: list[_Pending], error: Exception) -> None:

@@ -21,7 +21,6 @@ from starlette.types import Receive, Scope
 
 from service.api import clean_json
 from service.api.bodies import read_asgi_body
-from service.db import webhook_tallies
 from service.db.inbox import InboxRecord
 from service.errors import MalformedRequestError, PayloadTooLargeError, WebhookSignatureError
 from service.resources import Resources
@@ -93,21 +92,14 @@ async def ingest_webhook(scope: Scope, receive: Receive) -> Response:
     try:
         return await _ingest(resources, scope["headers"], receive)
     except (WebhookSignatureError, MalformedRequestError, PayloadTooLargeError) as exc:
-        await _count_rejection(resources, exc.code.lower())
+        # Counted in memory, written by the inbox writer once a second (no write per request).
+        if resources.inbox is not None:
+            resources.inbox.count_rejection(exc.code.lower(), resources.clock.now())
         raise
 
 
 async def receive_novita_webhook(request: Request) -> Response:
     return await ingest_webhook(request.scope, request.receive)
-
-
-async def _count_rejection(resources: Resources, reason: str) -> None:
-    """One upsert per rejected request, for the reliability report; never an error."""
-    try:
-        async with resources.database.transaction() as conn:
-            await webhook_tallies.increment(conn, reason, now=resources.clock.now())
-    except Exception:  # a counter must not turn a 4xx into a 500
-        log.warning("webhook.rejection_not_counted", reason=reason, exc_info=True)
 
 
 _WANTED = {

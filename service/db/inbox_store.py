@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Protocol
@@ -57,6 +57,11 @@ class InboxStore(Protocol):
         """Insert the records whose webhook id is new (ids within `records` are distinct)
         and count `duplicates` plus every record found already stored as duplicates, all
         in one transaction. Returns the ids inserted."""
+        ...
+
+    async def add_tallies(self, counts: Mapping[tuple[str, datetime], int]) -> None:
+        """Add each count to its (outcome, minute) row of `webhook_tallies`, in one
+        transaction (rejections, counted in memory by the writer)."""
         ...
 
     async def close(self) -> None: ...
@@ -88,6 +93,11 @@ class SqlAlchemyInboxStore:
                 )
         return inserted
 
+    async def add_tallies(self, counts: Mapping[tuple[str, datetime], int]) -> None:
+        async with self._database.transaction() as conn:
+            for (outcome, minute), by in counts.items():
+                await webhook_tallies.increment(conn, outcome, now=minute, by=by)
+
     async def close(self) -> None:
         return None
 
@@ -113,6 +123,12 @@ WITH new AS (
     DO UPDATE SET count = webhook_tallies.count + excluded.count
 )
 SELECT webhook_id FROM new
+"""
+
+_PG_TALLY = """
+INSERT INTO webhook_tallies (minute, outcome, count)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bigint[])
+ON CONFLICT (minute, outcome) DO UPDATE SET count = webhook_tallies.count + excluded.count
 """
 
 
@@ -145,6 +161,15 @@ class PostgresInboxStore:
         # Safe to repeat on a new connection: had the statement committed, its ids come
         # back as known and each request is still answered 200.
         return await once_more_if_disconnected(store_batch)
+
+    async def add_tallies(self, counts: Mapping[tuple[str, datetime], int]) -> None:
+        keys = list(counts)
+        arguments = (
+            [webhook_tallies.minute_of(minute) for _, minute in keys],
+            [outcome for outcome, _ in keys],
+            list(counts.values()),
+        )
+        await self.connections.run(lambda connection: connection.execute(_PG_TALLY, *arguments))
 
     async def close(self) -> None:
         return None
@@ -234,12 +259,15 @@ class SqliteInboxStore:
         self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         self.checkpoints += 1
 
-    def _store(self, records: Sequence[InboxRecord], duplicates: int, now: datetime) -> set[str]:
+    def _open(self) -> sqlite3.Connection:
         if self._connection is None:
             self._connection = self._database.open_sqlite_connection()
             self._connection.execute("PRAGMA wal_autocheckpoint=0")  # see the module notes
             self._connection.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
-        connection = self._connection
+        return self._connection
+
+    def _store(self, records: Sequence[InboxRecord], duplicates: int, now: datetime) -> set[str]:
+        connection = self._open()
         connection.execute("BEGIN IMMEDIATE")
         try:
             # Duplicates are rare: insert the whole batch first (ON CONFLICT skips known
@@ -269,6 +297,27 @@ class SqliteInboxStore:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.checkpoints += 1
         return {record.webhook_id for record in new}
+
+    async def add_tallies(self, counts: Mapping[tuple[str, datetime], int]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._add_tallies, dict(counts))
+
+    def _add_tallies(self, counts: dict[tuple[str, datetime], int]) -> None:
+        connection = self._open()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.executemany(
+                self._tally.sql,
+                [
+                    self._tally.params(outcome, now=minute, by=by)
+                    for (outcome, minute), by in counts.items()
+                ],
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         def close_connection() -> None:
