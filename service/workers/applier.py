@@ -139,9 +139,9 @@ class InboxApplier:
         current = await repo.get_instance(conn, instance_id, for_update=True)
         if current.is_terminal:
             return "terminal"
-        if current.provider_observed_at is not None and observed_at <= min(
-            current.provider_observed_at, now
-        ):  # (a future time recorded before times were bounded does not count)
+        newest = current.provider_observed_at
+        # A future time (recorded before times were bounded) is no observation: ignored.
+        if newest is not None and newest <= self._clock.now() and observed_at <= newest:
             return "stale"
         data = event.payload.get("data") or {}
         if event.event_type == "instance.ready":

@@ -8,7 +8,7 @@ live here once (docs/architecture.md, docs/novita-facts.md):
 - a read older than the newest observation already applied (e.g. a webhook applied while
   we were asking) is dropped, so the record never moves backwards; observation times are
   bounded by the present (a read is dated no later than now, and a recorded time in the
-  future, from before times were bounded, counts as now), so nothing can look newer than
+  future, from before times were bounded, is ignored), so nothing can look newer than
   every read to come;
 - an action we just asked for (start, stop, delete) wins over a read still showing the
   state before it, for `action_settle` seconds; after that Novita's word stands, and a
@@ -137,7 +137,8 @@ class ObservationApplier:
             if current.is_terminal:
                 return ApplyOutcome()
             newest = current.provider_observed_at
-            if newest is not None and min(newest, now) > asked_at:
+            # A future time (recorded before times were bounded) is no observation.
+            if newest is not None and asked_at < newest <= self._clock.now():
                 # Something newer (a webhook) was applied while we were asking: ours is stale.
                 await self._hand_back(conn, current, None, release_claim)
                 return ApplyOutcome()

@@ -97,3 +97,28 @@ async def test_wake_skips_the_idle_wait() -> None:
     assert worker.calls >= 2, "wake() started the next batch without waiting an hour"
     loop.stop()
     await asyncio.wait_for(task, timeout=5)
+
+
+async def test_a_database_outage_is_one_line_and_its_end_another(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    worker = ScriptedWorker([refused, refused, refused, 1, RuntimeError("a bug")])
+    loop = WorkerLoop(worker, idle_interval=0.001, error_backoff=0.001)
+    task = asyncio.create_task(loop.run())
+    await asyncio.wait_for(worker.exhausted.wait(), timeout=5)
+    loop.stop()
+    await asyncio.wait_for(task, timeout=5)
+    lines = [
+        (record.msg["event"], record.exc_info is not None)
+        for record in caplog.records
+        if isinstance(record.msg, dict) and record.msg["event"].startswith("worker.")
+    ]
+    assert lines == [
+        ("worker.started", False),
+        ("worker.database_unavailable", False),  # once for three failed passes
+        ("worker.recovered", False),
+        ("worker.iteration_failed", True),  # a bug keeps its traceback
+        ("worker.recovered", False),
+        ("worker.stopped", False),
+    ]
