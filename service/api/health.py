@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 
 from service import __version__
+from service.api.errors import DEFAULT_RETRY_AFTER
 from service.api.responses import JSONResponse
 from service.db.stats import Stuck
 from service.resources import Resources
@@ -91,4 +92,6 @@ async def health(request: Request) -> JSONResponse:
     )
     status = "unavailable" if not database_up else "degraded" if degraded else "ok"
     body = {"status": status, "version": __version__, "checks": checks}
-    return JSONResponse(body, status_code=200 if database_up else 503)
+    if database_up:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(DEFAULT_RETRY_AFTER)})

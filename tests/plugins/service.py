@@ -4,6 +4,7 @@ simulator as Novita, and an injected ManualClock shared by all of them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,37 @@ def service_settings(database: Database, **overrides: Any) -> Settings:
     return load_settings(**values)
 
 
+@asynccontextmanager
+async def running_service(
+    database: Database,
+    simulator: Simulator,
+    sim_api_key: str,
+    clock: ManualClock,
+    **overrides: Any,
+) -> AsyncIterator[ServiceUnderTest]:
+    """The app on `database`, served on loopback, workers off (see the `service` fixture)."""
+    settings = service_settings(database, **overrides)
+    novita = NovitaClient(simulator.base_url, sim_api_key, clock=clock, max_attempts=1)
+    inbox = InboxWriter(database, clock, max_queue=settings.inbound_queue_size)
+    inbox.start()
+    resources = Resources(
+        settings=settings,
+        clock=clock,
+        database=database,
+        novita=novita,
+        simulator=simulator,
+        inbox=inbox,
+        owner=new_owner_id(),
+    )
+    try:
+        app = create_app(settings, resources, run_workers=False)
+        async with running_server(app) as base_url, aiohttp.ClientSession() as http:
+            yield ServiceUnderTest(base_url, http, resources, simulator, clock)
+    finally:
+        await inbox.stop()
+        await novita.close()
+
+
 @pytest.fixture
 async def service(
     request: pytest.FixtureRequest,
@@ -81,23 +113,6 @@ async def service(
     `@pytest.mark.service_settings(NAME=value, ...)` overrides settings for one test.
     """
     marker = request.node.get_closest_marker("service_settings")
-    settings = service_settings(database, **(marker.kwargs if marker else {}))
-    novita = NovitaClient(simulator.base_url, sim_api_key, clock=sim_clock, max_attempts=1)
-    inbox = InboxWriter(database, sim_clock, max_queue=settings.inbound_queue_size)
-    inbox.start()
-    resources = Resources(
-        settings=settings,
-        clock=sim_clock,
-        database=database,
-        novita=novita,
-        simulator=simulator,
-        inbox=inbox,
-        owner=new_owner_id(),
-    )
-    try:
-        app = create_app(settings, resources, run_workers=False)
-        async with running_server(app) as base_url, aiohttp.ClientSession() as http:
-            yield ServiceUnderTest(base_url, http, resources, simulator, sim_clock)
-    finally:
-        await inbox.stop()
-        await novita.close()
+    overrides = marker.kwargs if marker else {}
+    async with running_service(database, simulator, sim_api_key, sim_clock, **overrides) as live:
+        yield live
