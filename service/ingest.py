@@ -115,6 +115,7 @@ class InboxWriter:
         self._tally_interval = tally_interval
         self._tally_task: asyncio.Task[None] | None = None
         self._tallies_failing = False
+        self._stopped = False
         # Called after each committed batch (e.g. to wake the applier).
         self.on_stored: list[Callable[[], None]] = []
         self.batches = 0
@@ -137,7 +138,10 @@ class InboxWriter:
         self._tally_task = asyncio.create_task(self._write_tallies(), name="inbox-tallies")
 
     async def stop(self) -> None:
-        """Store everything already queued, then end the writer task."""
+        """Store everything already queued, then end the writer task (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._task is not None:
             await self._queue.put(None)
             await self._task
