@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -219,3 +219,27 @@ async def test_a_postgres_connection_killed_while_idle_costs_no_batch(
         assert await store.store([record(2)], duplicates=0, now=NOW) == {"msg_2"}
     finally:
         await store.close()
+
+
+@STORES
+async def test_tallies_add_to_their_minute_and_outcome(
+    database: Database, make_store: Callable[[Database], InboxStore]
+) -> None:
+    later = NOW + timedelta(minutes=1)
+    store = make_store(database)
+    try:
+        await store.add_tallies({("invalid_signature", NOW): 3, ("malformed_request", NOW): 1})
+        await store.add_tallies({("invalid_signature", NOW): 2, ("invalid_signature", later): 4})
+    finally:
+        await store.close()
+    async with database.read() as conn:
+        rows = await conn.execute(
+            sa.select(webhook_tallies.c.minute, webhook_tallies.c.outcome, webhook_tallies.c.count)
+        )
+        found = {(row.minute, row.outcome): row.count for row in rows}
+    minute = NOW.replace(second=0, microsecond=0)
+    assert found == {
+        (minute, "invalid_signature"): 5,
+        (minute, "malformed_request"): 1,
+        (minute + timedelta(minutes=1), "invalid_signature"): 4,
+    }
