@@ -34,7 +34,7 @@ from service.api.access import principal_of
 from service.api.instances import _statuses
 from service.api.query_params import Query
 from service.db.event_feed import FeedEvent, FeedFilter
-from service.errors import InstanceNotFoundError, ValidationFailedError
+from service.errors import DatabaseError, InstanceNotFoundError, ValidationFailedError
 from service.event_hub import EventHub, SubscriberDroppedError
 from service.lifecycle import Lifecycle
 from service.presenters import event_view
@@ -148,6 +148,8 @@ async def stream_response(request: Request, resources: Resources, hub: EventHub)
     """The stream for `request` (validated first, so a bad filter is a plain 4xx)."""
     after = parse_last_event_id(request)
     where = await parse_filter(request, resources)
+    if not await resources.database.ping():  # a 503 is possible only before the stream starts
+        raise DatabaseError("the database is not available; retry shortly")
     settings = resources.settings
     return EventStreamResponse(
         _events(hub, where, after, settings.event_stream_buffer),

@@ -68,6 +68,8 @@ async def call(service: ServiceUnderTest, method: str, path: str, instance_id: s
         raw, headers = signed(service, event())
         options = {"headers": headers, "data": raw}
     async with service.http.request(method, f"{service.base_url}{url}", **options) as response:
+        if response.content_type == "text/event-stream":
+            return response.status, None, response.headers  # a stream: its start is enough
         text = await response.text()
         is_json = response.content_type == "application/json"
         return response.status, json.loads(text) if is_json else text, response.headers
