@@ -138,7 +138,8 @@ async def test_acknowledged_webhooks_survive_sigkill_and_are_applied_after_resta
                         instances[instance_id] = novita_id
                 await asyncio.sleep(0.1)
 
-        # Observed "later" than any poll can be, so the recorded outcome is the webhook's.
+        # Dated an hour ahead: taken as observed when received (times are bounded by their
+        # receipt), so a poll made after the delivery is newer than these events.
         later = datetime.now(UTC) + timedelta(hours=1)
         payloads = [status_event(n, "exited", later) for n in instances.values()]
         payloads += [status_event(f"{n:016x}", "running", later) for n in range(UNKNOWN_EVENTS)]
@@ -179,11 +180,13 @@ async def test_acknowledged_webhooks_survive_sigkill_and_are_applied_after_resta
     unknown = [m for m in acknowledged if by_instance[m] not in novita_ids]
     assert {outcomes[m] for m in unknown} == {"unknown_instance"}, "kept for the relist"
     # The restarted process has a fresh built-in simulator that no longer has these
-    # instances, so its reconciler may conclude "lost" before the applier runs: an event is
-    # then applied or recorded as arriving for a terminal instance, never lost or doubled.
+    # instances, so its reconciler may conclude "lost" before the applier runs; and a poll
+    # made after the delivery but before the kill is newer than the event. An event is then
+    # applied, or recorded as arriving for a terminal instance or as stale: never lost or
+    # doubled.
     for instance_id, novita_id in instances.items():
         [msg_id] = [m for m in acknowledged if by_instance[m] == novita_id]
-        assert outcomes[msg_id] in {"applied", "terminal"}, (
+        assert outcomes[msg_id] in {"applied", "terminal", "stale"}, (
             f"{outcomes[msg_id]} ({unprocessed_at_kill} were unapplied at the kill)"
         )
         [(status,)] = query(db_path, "SELECT status FROM instances WHERE id = ?", instance_id)
@@ -193,7 +196,9 @@ async def test_acknowledged_webhooks_survive_sigkill_and_are_applied_after_resta
             instance_id,
         )
         if outcomes[msg_id] == "applied":
+            # (Polls made after it may have moved the instance on: the provider's word.)
             assert webhook_events == [("stopped",)], "applied exactly once"
-            assert status in {"stopped", "failed"}
-        else:
+        elif outcomes[msg_id] == "terminal":
             assert webhook_events == [] and status == "failed"
+        else:
+            assert webhook_events == [], "a stale event moves nothing"
