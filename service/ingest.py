@@ -41,7 +41,7 @@ from service.db import webhook_tallies
 from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.db.inbox_store import InboxStore, open_store
-from service.db.outage import describe, is_database_outage
+from service.db.outage import causes, describe, is_database_outage
 from service.errors import MalformedRequestError, ServiceError
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,17 @@ _UNSTORABLE = (
 
 
 def _is_unstorable(error: BaseException) -> bool:
-    return isinstance(error, _UNSTORABLE) and not is_database_outage(error)
+    if is_database_outage(error):
+        return False
+    return any(isinstance(link, _UNSTORABLE) for link in causes(error))
+
+
+def _reason(error: BaseException) -> str:
+    """The database's own words for a refused row (the driver's message, first line)."""
+    for link in causes(error):
+        if isinstance(link, asyncpg.PostgresError | sqlite3.Error):
+            return describe(link).partition(": ")[2] or describe(link)
+    return describe(error).partition(": ")[2] or describe(error)
 
 
 @dataclass(slots=True)
@@ -315,7 +325,7 @@ class InboxWriter:
         if len(records) == 1:
             if not _is_unstorable(error):
                 raise error
-            reason = describe(error).partition(": ")[2] or describe(error)
+            reason = _reason(error)
             refused[records[0].webhook_id] = f"the event cannot be stored: {reason}"
             log.warning("ingest.event_refused", webhook_id=records[0].webhook_id, error=reason)
             return set()

@@ -169,7 +169,8 @@ class PostgresInboxStore:
             [outcome for outcome, _ in keys],
             list(counts.values()),
         )
-        await self.connections.run(lambda connection: connection.execute(_PG_TALLY, *arguments))
+        async with self._database.transaction() as conn:
+            await conn.exec_driver_sql(_PG_TALLY, arguments)
 
     async def close(self) -> None:
         return None

@@ -52,7 +52,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """`error`, the driver error SQLAlchemy wrapped, and their causes, in order."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen and len(seen) < 10:
@@ -65,7 +66,7 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 def is_database_outage(error: BaseException) -> bool:
     """Whether `error` says the database cannot be reached now (not that a query is wrong)."""
-    for link in _chain(error):
+    for link in causes(error):
         if isinstance(link, sa_exc.DBAPIError) and link.connection_invalidated:
             return True
         if isinstance(link, _UNAVAILABLE):
