@@ -121,8 +121,10 @@ async def finish_even_if_cancelled(operation: Coroutine[Any, Any, T]) -> T:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError as exc:
-            if not task.done():
-                interrupted = exc
+            # Kept even when the operation has just ended: a cancel that arrives between its
+            # end and this task's wake-up must still reach the caller, or a loop told to
+            # stop would run on.
+            interrupted = exc
         except BaseException:  # the operation's own error: task.result() raises it below
             pass
     if interrupted is not None:
