@@ -115,7 +115,6 @@ async def main() -> int:
     gate = asyncio.Semaphore(concurrency)
     backoff = Backoff(max_delay=float(env("POLL_MAX_DELAY", "5")))
     async with LifecycleClient(base_url, api_key, backoff=backoff) as client:
-        print(f"creating {size} instance(s) as {batch_id}", file=sys.stderr, flush=True)
         tasks = [
             asyncio.create_task(
                 create_one(
@@ -139,6 +138,8 @@ async def main() -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 asyncio.get_running_loop().add_signal_handler(signum, stop)
+        # Only now: a signal that arrives once this line is out is handled, not fatal.
+        print(f"creating {size} instance(s) as {batch_id}", file=sys.stderr, flush=True)
         finished = await asyncio.gather(*tasks, return_exceptions=True)
         results: list[dict[str, Any]] = [
             # A task stopped before it began has no result of its own.
