@@ -1,4 +1,4 @@
-"""A provider observation is never dated after we received it (DESIGN §15): a validly
+"""A provider observation is never dated after we received it: a validly
 signed event from the far future moves an instance no further than an event of now
 would, and the next poll and later webhooks still count."""
 

@@ -1,5 +1,5 @@
 """The database out of reach is a 503 with Retry-After on every route, never a 500, and
-one log line per failed request without a traceback (DESIGN §15, issue 14): a database
+one log line per failed request without a traceback: a database
 nothing answers for, connections the server drops under the service, and SQLite's write
 lock held past the busy timeout."""
 

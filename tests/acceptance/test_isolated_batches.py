@@ -1,4 +1,4 @@
-"""One webhook the database will not store never fails the others (DESIGN §15): its
+"""One webhook the database will not store never fails the others: its
 group-commit batch is split until only that event is left out and refused with a 4xx;
 every other event of the batch is stored and acknowledged. An outage is still a 503."""
 
