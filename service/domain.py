@@ -187,6 +187,7 @@ class Instance:
     # Spot-interruption recovery (policy worker); defaults keep older constructors valid.
     interruption_policy: dict[str, Any] | None = None
     recovery_attempts: int = 0
+    failed_attempts: int = 0  # consecutive failed polls: their backoff
     recovery_started_at: datetime | None = None
     recovery_next_at: datetime | None = None
     idle_noted_at: datetime | None = None

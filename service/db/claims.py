@@ -136,11 +136,15 @@ async def release(
     *,
     owner: str,
     next_check_at: datetime | None = None,
+    failed_attempts: int | None = None,
 ) -> bool:
-    """Give a claim back, optionally saying when the row is next due. False if not ours."""
+    """Give a claim back, optionally saying when the row is next due and how many polls in
+    a row have failed (None: leave both as they are). False if not ours."""
     values: dict[str, object] = {"claim_owner": None, "claim_expires_at": None}
     if next_check_at is not None:
         values["next_check_at"] = next_check_at
+    if failed_attempts is not None:
+        values["failed_attempts"] = failed_attempts
     result = await conn.execute(
         instances.update()
         .where(instances.c.id == instance_id, instances.c.claim_owner == owner)

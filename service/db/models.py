@@ -97,6 +97,9 @@ instances = sa.Table(
     sa.Column("launch", JSONType, nullable=True),
     # The team that owns the instance (migration 0008): its keys' scope (service.api.access).
     sa.Column("team", sa.String(64), nullable=False, server_default=DEFAULT_TEAM),
+    # Consecutive failed polls (migration 0009): the backoff before the next, on the row so
+    # a restart or another process keeps it.
+    sa.Column("failed_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("novita_instance_id"),
     sa.CheckConstraint(_in("status", STATUS_VALUES), name="status"),
     sa.CheckConstraint(_in("billing_mode", BILLING_MODES), name="billing_mode"),

@@ -115,6 +115,7 @@ def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
         version=m["version"],
         interruption_policy=m["interruption_policy"],
         recovery_attempts=m["recovery_attempts"] or 0,
+        failed_attempts=m["failed_attempts"],
         recovery_started_at=m["recovery_started_at"],
         recovery_next_at=m["recovery_next_at"],
         idle_noted_at=m["idle_noted_at"],

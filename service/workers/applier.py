@@ -1,11 +1,10 @@
 """Applies stored provider webhooks to instances, in batches, oldest first.
 
-Webhooks are hints that lower latency; the reconciler's reads are the truth. So an event
-is applied only when it is the newest thing known about its instance (an event observed
-before the instance's newest applied observation is recorded as `stale` and moves
-nothing), only along legal transitions, and never against an action the client just asked
-for (`superseded`: the next poll settles it). Events for instances we do not know are kept
-(`unknown_instance`) for the reconciler's relist. Every stored event gets an outcome.
+Webhooks are hints that lower latency; the reconciler's reads are the truth. Each event
+goes through the same rules as a poll or the relist (`provider_truth.apply_observation`:
+stale, unknown statuses, the action settle window); only a poll sends a lost delete again.
+Events for instances we do not know are kept (`unknown_instance`) for the reconciler's
+relist. Every stored event gets an outcome.
 """
 
 from __future__ import annotations
@@ -21,16 +20,11 @@ from service.db import inbox
 from service.db import repository as repo
 from service.db.engine import Database
 from service.db.inbox import StoredWebhook
-from service.domain import EventSource, Status
-from service.provisioning.status_map import (
-    Observation,
-    contradicts_action,
-    map_provider_status,
-    stored_provider_status,
-    transition_path,
-)
+from service.domain import EventSource
+from service.provisioning.status_map import Observation
 from service.resources import Resources
 from service.workers.loop import WorkerLoop
+from service.workers.provider_truth import Report, Verdict, apply_observation
 
 log = structlog.get_logger(__name__)
 
@@ -76,10 +70,12 @@ class InboxApplier:
         *,
         batch_size: int = 500,
         retention: timedelta = timedelta(days=4),
+        action_settle: float = 30.0,
     ) -> None:
         self._db = database
         self._clock = clock
         self.batch_size = batch_size
+        self.action_settle = action_settle
         self.retention = retention
         self._last_prune: datetime | None = None
         self.applied = 0
@@ -90,6 +86,7 @@ class InboxApplier:
             resources.database,
             resources.clock,
             retention=timedelta(days=resources.settings.inbox_retention_days),
+            action_settle=resources.settings.action_settle_seconds,
         )
 
     async def run_once(self) -> int:
@@ -135,57 +132,31 @@ class InboxApplier:
     async def _apply(
         self, conn: AsyncConnection, event: StoredWebhook, instance_id: str, now: datetime
     ) -> str:
-        observed_at = observed_time(event)
-        current = await repo.get_instance(conn, instance_id, for_update=True)
-        if current.is_terminal:
-            return "terminal"
-        newest = current.provider_observed_at
-        # A future time (recorded before times were bounded) is no observation: ignored.
-        if newest is not None and newest <= self._clock.now() and observed_at <= newest:
-            return "stale"
         data = event.payload.get("data") or {}
-        if event.event_type == "instance.ready":
-            if current.status is not Status.RUNNING:
-                return "ignored_state"
-            path: tuple[Status, ...] = (Status.READY,)
-            provider_status = current.provider_status
-            reason = None
-        else:
-            raw_status = data.get("status")
-            observation = Observation(
-                status=raw_status if isinstance(raw_status, str) else None,
-                spot_status=data.get("spotStatus") or None,
-                has_status_error=bool(data.get("statusError")),
-            )
-            if observation.status is None:
-                return "no_status"
-            decision = map_provider_status(current.status, observation)
-            if decision.target is None:
-                return "unrecognised_status"
-            if contradicts_action(current.status, decision.target):
-                return "superseded"
-            path = transition_path(current.status, decision.target)
-            if not path:
-                return "refused"
-            provider_status = stored_provider_status(observation.status)
-            reason = decision.reason
-        changed = False
-        for step in path:
-            result = await repo.change_status(
-                conn,
-                current.id,
-                step,
-                source=EventSource.WEBHOOK,
-                now=now,
-                reason=reason if step is path[-1] else None,
-                provider_status=provider_status,
-                observed_at=observed_at,
-                detail={"webhookId": event.webhook_id},
-            )
-            changed |= result.event is not None
-        if changed:
-            log.info("webhook.applied", instance_id=current.id, status=path[-1].value)
-        return "applied" if changed else "unchanged"
+        raw_status = data.get("status")
+        ready = event.event_type == "instance.ready"
+        observation = Observation(
+            status=raw_status if isinstance(raw_status, str) else None,
+            spot_status=data.get("spotStatus") or None,
+            has_status_error=bool(data.get("statusError")),
+        )
+        if not ready and observation.status is None:
+            return "no_status"
+        report = Report(
+            observation=observation,
+            observed_at=observed_time(event),
+            source=EventSource.WEBHOOK,
+            detail={"webhookId": event.webhook_id},
+            ready=ready,
+        )
+        applied = await apply_observation(
+            conn, instance_id, report, now=now, settle_seconds=self.action_settle
+        )
+        if applied.recorded:
+            log.info("webhook.applied", instance_id=instance_id, status=applied.status)
+        if applied.verdict is Verdict.RESEND_DELETE:
+            return Verdict.SUPERSEDED.value  # only a poll sends a delete again
+        return applied.verdict.value
 
     async def _prune(self, now: datetime) -> None:
         if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:

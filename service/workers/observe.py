@@ -1,23 +1,14 @@
-"""Applying one read of Novita to one instance: shared by the per-instance poll and the relist.
+"""Applying one read of Novita to one instance: the per-instance poll and the relist.
 
-Both read the provider and must reach the same verdict for the same answer, so the rules
-live here once (docs/architecture.md, docs/novita-facts.md):
+The rules are those of every channel, written once in `provider_truth.apply_observation`
+(docs/architecture.md, docs/novita-facts.md); this module adds what only a read does:
 
-- the §16 mapping (`status_map`) decides the target; unrecognised statuses keep the row;
 - not found: `deleted` if we were deleting, else `failed` with reason `lost`;
-- a read older than the newest observation already applied (e.g. a webhook applied while
-  we were asking) is dropped, so the record never moves backwards; observation times are
-  bounded by the present (a read is dated no later than now, and a recorded time in the
-  future, from before times were bounded, is ignored), so nothing can look newer than
-  every read to come;
-- an action we just asked for (start, stop, delete) wins over a read still showing the
-  state before it, for `action_settle` seconds; after that Novita's word stands, and a
-  delete Novita still has not started is sent again (deletes are idempotent);
-- a move the transition table refuses is logged (`reconcile.transition_refused`), not
-  recorded;
+- a delete Novita still has not started once the action has settled is sent again
+  (deletes are idempotent);
 - next check: `fast_interval` while transitional, else the stable pace (`Pacing`):
   `slow_interval`, stretched when the instances polled at it would take more than their
-  share of the Novita rate limit.
+  share of the Novita rate limit; a successful read clears the row's failed attempts.
 
 A poll holds a claim on the row and hands it back here (`release_claim=True`); the relist
 holds none and leaves claims alone.
@@ -34,18 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import Clock
 from service.db import claims
-from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import TRANSITIONAL_STATUSES, EventSource, Instance, Status
 from service.novita import Instance as ProviderInstance
 from service.novita import NovitaClient, NovitaError, NovitaNotFoundError
 from service.provisioning.status_map import (
     Observation,
-    contradicts_action,
     map_provider_status,
     stored_provider_status,
-    transition_path,
 )
+from service.workers.provider_truth import Report, Verdict, apply_observation
+from service.workers.provider_truth import merged_port_mappings as merge_reported_ports
 
 log = structlog.get_logger(__name__)
 
@@ -103,8 +93,6 @@ class ObservationApplier:
         self.owner = owner
         self.pacing = pacing or Pacing()
         self._counted_at: float | None = None  # monotonic time of the last recount
-        # When a read first contradicted an action we asked for (monotonic seconds).
-        self._contradicted_since: dict[str, float] = {}
 
     async def _recount(self) -> None:
         """Refresh the number the stable pace depends on, at most once a minute."""
@@ -130,97 +118,46 @@ class ObservationApplier:
         """Apply what Novita said (`None`: it has no such instance) when asked at `asked_at`."""
         await self._recount()
         now = self._clock.now()
-        asked_at = min(asked_at, now)
         observation = observation_of(observed)
+        report = Report(
+            observation=observation,
+            observed_at=min(asked_at, now),
+            source=EventSource.RECONCILER,
+            detail=observation_detail(observed, observation),
+            port_mappings=port_mappings_of(observed),
+        )
         async with self._db.transaction() as conn:
-            current = await repo.get_instance(conn, instance_id, for_update=True)
-            if current.is_terminal:
-                return ApplyOutcome()
-            newest = current.provider_observed_at
-            # A future time (recorded before times were bounded) is no observation.
-            if newest is not None and asked_at < newest <= self._clock.now():
-                # Something newer (a webhook) was applied while we were asking: ours is stale.
-                await self._hand_back(conn, current, None, release_claim)
-                return ApplyOutcome()
-            decision = map_provider_status(current.status, observation)
-            target = decision.target
-            if target is None:
-                log.warning(
-                    "reconcile.unknown_provider_status",
-                    instance_id=instance_id,
-                    provider_status=observation.status,
-                )
-                target = current.status
-            if contradicts_action(current.status, target):
-                if self._within_settle(instance_id):
-                    await self._hand_back(conn, current, now, release_claim)
-                    return ApplyOutcome()
-                if current.status is Status.DELETING:
-                    await self._hand_back(conn, current, now, release_claim)
-                    return ApplyOutcome(resend_delete=True)
-            self._contradicted_since.pop(instance_id, None)
-            path = transition_path(current.status, target)
-            if not path:
-                log.warning(
-                    "reconcile.transition_refused",
-                    instance_id=instance_id,
-                    status=current.status.value,
-                    provider_status=observation.status,
-                    target=target.value,
-                )
-                await self._hand_back(conn, current, now, release_claim)
-                return ApplyOutcome()
-            changed = await self._record(
-                conn, current, path, observed, observation, asked_at, decision.reason
-            )
-            if release_claim:
-                await claims.release(conn, instance_id, owner=self.owner)
-        return ApplyOutcome(changed=changed, status=path[-1] if changed else None)
-
-    async def _record(
-        self,
-        conn: AsyncConnection,
-        current: Instance,
-        path: tuple[Status, ...],
-        observed: ProviderInstance | None,
-        observation: Observation,
-        asked_at: datetime,
-        reason: str | None,
-    ) -> bool:
-        now = self._clock.now()
-        final = path[-1]
-        changes: dict[str, Any] = {"port_mappings": merged_port_mappings(current, observed)}
-        if final not in (Status.DELETED, Status.FAILED):
-            changes["next_check_at"] = now + timedelta(seconds=self.pacing.interval(final))
-        changed = False
-        for step in path:
-            result = await repo.change_status(
+            applied = await apply_observation(
                 conn,
-                current.id,
-                step,
-                source=EventSource.RECONCILER,
+                instance_id,
+                report,
                 now=now,
-                reason=reason if step is final else None,
-                provider_status=stored_provider_status(observation.status),
-                observed_at=asked_at,
-                detail=observation_detail(observed, observation),
-                changes=changes,
+                settle_seconds=self.pacing.action_settle,
+                next_check_at=lambda status: now
+                + timedelta(seconds=self.pacing.interval(status)),
             )
-            if result.event is not None:
-                changed = True
+            current = applied.before
+            for status, event in applied.recorded:
                 log.info(
                     "reconcile.instance_repaired",
                     instance_id=current.id,
-                    from_status=result.event.from_status,
-                    to_status=step.value,
+                    from_status=event.from_status,
+                    to_status=status.value,
                     provider_status=observation.status,
-                    reason=result.event.reason,
+                    reason=event.reason,
                 )
-        return changed
-
-    def _within_settle(self, instance_id: str) -> bool:
-        first = self._contradicted_since.setdefault(instance_id, self._clock.monotonic())
-        return self._clock.monotonic() - first < self.pacing.action_settle
+            if applied.verdict is Verdict.TERMINAL:
+                return ApplyOutcome()
+            if applied.verdict is Verdict.STALE:
+                # Something newer (a webhook) was applied while we were asking.
+                await self._hand_back(conn, current, None, release_claim)
+                return ApplyOutcome()
+            if applied.verdict in (Verdict.SUPERSEDED, Verdict.REFUSED, Verdict.RESEND_DELETE):
+                await self._hand_back(conn, current, now, release_claim)
+                return ApplyOutcome(resend_delete=applied.verdict is Verdict.RESEND_DELETE)
+            if release_claim:
+                await claims.release(conn, instance_id, owner=self.owner, failed_attempts=0)
+        return ApplyOutcome(changed=bool(applied.recorded), status=applied.status)
 
     async def _hand_back(
         self,
@@ -237,7 +174,9 @@ class ObservationApplier:
             if now is not None
             else None
         )
-        await claims.release(conn, current.id, owner=self.owner, next_check_at=next_check)
+        await claims.release(
+            conn, current.id, owner=self.owner, next_check_at=next_check, failed_attempts=0
+        )
 
     async def resend_delete(self, instance_id: str, novita_id: str) -> None:
         try:
@@ -247,7 +186,6 @@ class ObservationApplier:
         except NovitaError as error:
             log.warning("reconcile.delete_resend_failed", instance_id=instance_id, error=error.code)
             return
-        self._contradicted_since.pop(instance_id, None)
         log.warning(
             "reconcile.delete_resent", instance_id=instance_id, novita_instance_id=novita_id
         )
@@ -274,13 +212,8 @@ def port_mappings_of(observed: ProviderInstance | None) -> list[dict[str, Any]]:
 def merged_port_mappings(
     current: Instance, observed: ProviderInstance | None
 ) -> list[dict[str, Any]]:
-    """The observed mappings; an endpoint the read left out (Novita's list documents none)
-    is kept from what an earlier read said about the same port."""
-    known = {(m["port"], m["type"]): m.get("endpoint") for m in current.port_mappings}
-    return [
-        m if m["endpoint"] else {**m, "endpoint": known.get((m["port"], m["type"]))}
-        for m in port_mappings_of(observed)
-    ]
+    """The observed mappings, endpoints the read left out kept from earlier reads."""
+    return merge_reported_ports(current, port_mappings_of(observed))
 
 
 def observation_detail(

@@ -9,7 +9,8 @@ Novita's reads are the truth; webhooks only make us look sooner.
 - Next check: `poll_interval_transitional` while the status is transitional, else
   `reconcile_interval`, stretched so that stable instances' polls stay within
   `stable_poll_share` of the rate limit (`Pacing`); after a failed read, a per-instance
-  exponential backoff.
+  exponential backoff counted on the row (`failed_attempts`), so a restart or another
+  process keeps it.
 - While the circuit breaker is open the batch is skipped (`paused`, for /health).
 
 The full relist (`relister.py`) and readiness probes (`readiness.py`) are workers of their
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from service.backoff import backoff_seconds
 from service.clock import Clock
 from service.db import claims
 from service.db.engine import Database
@@ -92,7 +94,6 @@ class Reconciler:
         self.owner = owner
         self.config = config or ReconcilerConfig()
         self.paused = False  # True while the breaker is open: shown by /health
-        self._failures: dict[str, int] = {}
         self.applier = ObservationApplier(
             database=database, novita=novita, clock=clock, owner=owner, pacing=self.config.pacing
         )
@@ -153,7 +154,6 @@ class Reconciler:
         except NovitaError as error:
             await self._back_off(instance, error)
             return True
-        self._failures.pop(instance.id, None)
         try:
             outcome = await self.applier.apply(instance.id, observed, asked_at, release_claim=True)
         except Exception:
@@ -165,22 +165,38 @@ class Reconciler:
         return True
 
     async def _back_off(self, instance: Instance, error: NovitaError | None) -> None:
-        failures = self._failures.get(instance.id, 0) + 1
-        self._failures[instance.id] = failures
-        delay = min(self.config.backoff_max, self.config.fast_interval * 2 ** (failures - 1))
-        if error is not None and error.retry_after:
-            delay = max(delay, error.retry_after)
+        failures = instance.failed_attempts + 1
+        delay = backoff_seconds(
+            failures,
+            base=self.config.fast_interval,
+            cap=self.config.backoff_max,
+            retry_after=error.retry_after if error is not None else None,
+        )
         log.info(
             "reconcile.poll_failed",
             instance_id=instance.id,
             error=error.code if error else None,
             retry_in=delay,
         )
-        await self._release(instance, self._clock.now() + timedelta(seconds=delay))
+        await self._release(
+            instance, self._clock.now() + timedelta(seconds=delay), failed_attempts=failures
+        )
 
-    async def _release(self, instance: Instance, next_check_at: datetime | None) -> None:
+    async def _release(
+        self,
+        instance: Instance,
+        next_check_at: datetime | None,
+        *,
+        failed_attempts: int | None = None,
+    ) -> None:
         async with self._db.transaction() as conn:
-            await claims.release(conn, instance.id, owner=self.owner, next_check_at=next_check_at)
+            await claims.release(
+                conn,
+                instance.id,
+                owner=self.owner,
+                next_check_at=next_check_at,
+                failed_attempts=failed_attempts,
+            )
 
 
 def build_reconciler_loop(resources: Resources) -> WorkerLoop:
