@@ -4,7 +4,8 @@ PostgreSQL comes from `TEST_POSTGRES_URL` (an asyncpg SQLAlchemy URL of a role a
 create databases); each test gets a database of its own, dropped afterwards. Without the
 variable the PostgreSQL cases are skipped locally, but fail under `CI=true`: CI must never
 pass while silently skipping PostgreSQL. After each test the pool must have no connection
-checked out (a leaked connection is a bug).
+checked out, and once the database is closed no plain SQLite connection of the fast paths
+may be left open (a leaked connection is a bug).
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ async def empty_database(database_url: str) -> AsyncIterator[Database]:
         assert_no_leaked_connections(database)
     finally:
         await database.close()
+    # The plain SQLite connections of the fast paths are the Database's too: closed with it.
+    assert not database.open_sqlite_connections, "a plain SQLite connection was left open"
 
 
 @pytest.fixture
