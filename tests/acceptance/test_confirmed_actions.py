@@ -159,3 +159,36 @@ async def test_a_refused_action_leaves_no_intent_behind(service: ServiceUnderTes
         await Lifecycle(service.resources).stop(instance["id"])
     stored = await Lifecycle(service.resources).get(instance["id"])
     assert stored.action_intent is None
+
+
+async def test_a_replacement_delete_whose_answer_was_lost_keeps_reason_replaced(
+    service: ServiceUnderTest,
+) -> None:
+    """Spot recreate: the original's delete reaches Novita, its answer is lost; the poll
+    that sees it go records the policy's `replaced` delete, and nothing is deleted twice."""
+    from tests.acceptance.policy_helpers import make_ready
+    from tests.acceptance.test_spot_recovery import reclaimed
+
+    workers = Workers(service)
+    policy = policy_worker(service)
+    original = await reclaimed(service, workers, onInterruption={"action": "recreate"})
+    assert await policy.run_once() == 1
+    replacement_id = (await status_of(service, original["id"]))["replacedByInstanceId"]
+    await workers.provisioner.run_once()
+    await workers.settle()
+    await make_ready(service, replacement_id)
+    service.clock.advance(60)
+    service.simulator.faults.action_500_after_action = 1
+
+    assert await policy.run_once() == 0  # the delete's answer was a 500
+    await workers.settle(seconds=30)
+
+    assert (await status_of(service, original["id"]))["status"] == "deleted"
+    going = next(e for e in await history(service, original["id"])
+                 if e["toStatus"] in ("deleting", "deleted"))
+    assert (going["kind"], going["source"], going["reason"]) == (
+        "delete_requested", "policy", "replaced",
+    )
+    assert going["detail"]["replacementId"] == replacement_id
+    assert going["detail"]["observedBy"] == "reconciler"
+    assert service.simulator.requests_by_path["/gpu/instance/delete"] == 1
