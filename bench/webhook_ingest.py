@@ -1,20 +1,28 @@
 """Inbound webhook ingest throughput: signed, unique webhooks per second into the inbox.
 
-    .venv/bin/python bench/webhook_ingest.py --no-workers [--runs 5] [--duration 10]
+    .venv/bin/python bench/webhook_ingest.py --compare [--runs 5] [--duration 10]
 
 Starts, side by side and each pinned to CPU 0: a bare Starlette endpoint that reads the
 body and answers 200 (for scale), and `novita-lifecycle serve --simulator` (one uvicorn
-worker) on SQLite and, when TEST_POSTGRES_URL is set or scripts/test-postgres.sh finds a
-local server, on PostgreSQL. Then runs rounds: in each, wrk (pinned to CPU 1) replays
-fresh pre-signed, unique Standard Webhooks requests against every target in turn, so
-the figures of one round share the machine's state of the moment. Prints each round,
-the medians, and each engine's median share of the bare endpoint's rate. Only 127.0.0.1
-is ever targeted.
+worker, every worker beside it, or none with `--no-workers`; both with `--compare`) on
+SQLite and, when TEST_POSTGRES_URL is set or scripts/test-postgres.sh finds a local
+server, on PostgreSQL. Each database is seeded first with `--known` instances (`ready`,
+and `running` in the simulator's saved world, so no worker disturbs them); `--known-share`
+of the webhooks report on those (the applier locks and updates their rows), the rest on
+instances the service does not know. Then runs rounds: in each, wrk (pinned to CPU 1)
+replays fresh pre-signed, unique Standard Webhooks requests against every target in turn,
+so the figures of one round share the machine's state of the moment. Prints each round
+(with the inbox backlog, events stored but not yet applied, after it), the medians, and
+each target's median share of the bare endpoint's rate. Last, each target with workers
+gets a run paced at half its median rate, and the applier's lag (webhook stored and
+acknowledged → applied, `received_at` → `processed_at`) is read back from the inbox:
+p50/p99, and the backlog left when the run ends. Only 127.0.0.1 is ever targeted.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -27,12 +35,28 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import sqlalchemy as sa  # noqa: E402
+
+from service.db.engine import Database  # noqa: E402
+from service.db.migrations import upgrade_to_head  # noqa: E402
+from service.db.models import inbound_webhooks, instances  # noqa: E402
+from service.db.simulator_world import save_world  # noqa: E402
+from service.domain import new_instance_id  # noqa: E402
+from service.provisioning.naming import provider_name  # noqa: E402
 from service.signatures import sign  # noqa: E402
+from service.simulator import (  # noqa: E402
+    SimInstance,
+    Simulator,
+    SimulatorConfig,
+    persistence,
+)
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SECRET = "whsec_" + base64.b64encode(b"bench-inbound-secret-0123456789ab").decode()
@@ -76,26 +100,114 @@ def milliseconds(value: str) -> float:
     return float(value)
 
 
-def lua_script(path: Path, count: int) -> None:
-    """`count` distinct signed requests for wrk, replayed in order.
+def known_novita_id(n: int) -> str:
+    return f"{n:016x}"
+
+
+async def seed_known(url: str, count: int) -> None:
+    """Migrate the database, then `count` instances: `ready` rows of ours (not polled for a
+    day) and, in the simulator's saved world that `serve --simulator` restores, the same
+    instances `running`, so neither the relist nor the polls change them."""
+    database = Database.from_url(url)
+    try:
+        await upgrade_to_head(database.engine)
+        if not count:
+            return
+        sim = Simulator(SimulatorConfig(api_keys=("bench",), seed=1))
+        now = datetime.now(UTC)
+        rows = []
+        for n in range(count):
+            our_id = new_instance_id()
+            novita_id = known_novita_id(n)
+            name = provider_name(our_id, f"bench-{n}")
+            sim.state.instances[novita_id] = SimInstance(
+                id=novita_id,
+                seq=n + 1,
+                name=name,
+                kind="gpu",
+                product_id="4090.16c62g",
+                product_name="RTX 4090 24GB",
+                cluster_id="as-sgp-2",
+                cluster_name="AS-SGP-02",
+                gpu_num=1,
+                cpu_num=16,
+                memory=62,
+                rootfs_size=60,
+                image_url="pytorch/pytorch:latest",
+                billing_mode="onDemand",
+                spot=False,
+                price=35000,
+                created_at=now.timestamp(),
+                status="running",
+            )
+            rows.append(
+                {
+                    "id": our_id,
+                    "name": name,
+                    "novita_instance_id": novita_id,
+                    "status": "ready",
+                    "provider_status": "running",
+                    "product_id": "4090.16c62g",
+                    "product_name": "RTX 4090 24GB",
+                    "region": "AS-SGP-02",
+                    "gpu_num": 1,
+                    "billing_mode": "onDemand",
+                    "regions": [],
+                    "ports": [],
+                    "envs": [],
+                    "labels": {},
+                    "port_mappings": [],
+                    "created_at": now,
+                    "updated_at": now,
+                    "submitted_at": now,
+                    "running_at": now,
+                    "ready_at": now,
+                    "provider_observed_at": now - timedelta(minutes=1),
+                    "next_check_at": now + timedelta(days=1),
+                    "event_seq": 0,
+                    "version": 1,
+                }
+            )
+        sim.state.resume(count, seed=1)
+        async with database.transaction() as conn:
+            await conn.execute(instances.insert(), rows)
+        await save_world(database, persistence.snapshot(sim), now)
+    finally:
+        await database.close()
+
+
+def lua_script(
+    path: Path, count: int, *, known: int, known_share: float, delay_ms: float = 0
+) -> None:
+    """`count` distinct signed requests for wrk, replayed in order; `known_share` of them
+    about the seeded instances (in turn), the rest about instances nobody knows. With
+    `delay_ms`, each connection waits that long after each answer (a paced run).
 
     The requests go in a data file read at start-up: one Lua chunk holding them all
     would exceed LuaJIT's limit on constants per function.
     """
     now = int(time.time())
     data = path.with_suffix(".tsv")
+    seen_known = 0
     with data.open("w") as out:
         for n in range(count):
+            about_known = known and int((n + 1) * known_share) > int(n * known_share)
+            if about_known:
+                instance_id = known_novita_id(seen_known % known)
+                seen_known += 1
+            else:
+                instance_id = f"u{n:015x}"
             msg_id = f"msg_{uuid.uuid4().hex}"
             body = json.dumps(
                 {
                     "type": "instance.status_changed",
                     "timestamp": now,
-                    "data": {"instanceId": f"{n:016x}", "status": "running"},
+                    "data": {"instanceId": instance_id, "status": "running"},
                 },
                 separators=(",", ":"),
             ).encode()
             out.write(f"{msg_id}\t{now}\t{sign(KEY, msg_id, now, body)}\t{body.decode()}\n")
+    pace = f"\ndelay = function() return {delay_ms:.3f} end\n" if delay_ms else ""
     path.write_text(
         f"""
 local reqs = {{}}
@@ -115,7 +227,7 @@ request = function()
   if i > #reqs then i = 1 end
   return reqs[i]
 end
-"""
+{pace}"""
     )
 
 
@@ -156,11 +268,22 @@ class Target:
     name: str
     port: int
     process: subprocess.Popen[bytes]
+    database_url: str | None = None
+    workers: bool = False
     rates: list[float] = field(default_factory=list)
     p99s: list[float] = field(default_factory=list)
 
 
-def start(name: str, command: list[str], env: dict[str, str], port: int, work: Path) -> Target:
+def start(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    work: Path,
+    *,
+    database_url: str | None = None,
+    workers: bool = False,
+) -> Target:
     process = subprocess.Popen(
         ["taskset", "-c", "0", *command],
         env=env,
@@ -168,7 +291,39 @@ def start(name: str, command: list[str], env: dict[str, str], port: int, work: P
         stdout=subprocess.DEVNULL,
         stderr=open(work / f"{name}.log", "w"),
     )
-    return Target(name, port, process)
+    return Target(name, port, process, database_url, workers)
+
+
+async def _inbox_query(url: str, query: sa.Select[Any]) -> list[Any]:
+    database = Database.from_url(url)
+    try:
+        async with database.read() as conn:
+            return list(await conn.execute(query))
+    finally:
+        await database.close()
+
+
+def backlog(target: Target) -> int:
+    """Events stored and acknowledged but not yet applied."""
+    assert target.database_url is not None
+    query = sa.select(sa.func.count()).where(inbound_webhooks.c.processed_at.is_(None))
+    return int(asyncio.run(_inbox_query(target.database_url, query))[0][0])
+
+
+def lags(target: Target, since: datetime) -> list[float]:
+    """Milliseconds from storing to applying, for each event stored since `since`."""
+    assert target.database_url is not None
+    c = inbound_webhooks.c
+    query = sa.select(c.received_at, c.processed_at).where(
+        c.received_at >= since, c.processed_at.is_not(None)
+    )
+    rows = asyncio.run(_inbox_query(target.database_url, query))
+    return [(done - stored).total_seconds() * 1000 for stored, done in rows]
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def measure(targets: list[Target], args: argparse.Namespace, work: Path) -> None:
@@ -176,15 +331,17 @@ def measure(targets: list[Target], args: argparse.Namespace, work: Path) -> None
     machine's state of the moment (its speed drifts by a third over an hour)."""
     for target in targets:
         wait_listening(target.port)
+    script = work / "requests.lua"
     for round_number in range(1, args.runs + 1):
-        script = work / "requests.lua"
-        lua_script(script, int(args.requests))  # fresh timestamps, new ids
+        # fresh timestamps, new ids
+        lua_script(script, int(args.requests), known=args.known, known_share=args.known_share)
         line = []
         for target in targets:
             rate, p99 = run_wrk(target.port, script, args.duration, args.connections)
             target.rates.append(rate)
             target.p99s.append(p99)
-            line.append(f"{target.name} {rate:,.0f}/s p99 {p99:.1f} ms")
+            left = f", backlog {backlog(target):,}" if target.workers else ""
+            line.append(f"{target.name} {rate:,.0f}/s p99 {p99:.1f} ms{left}")
         print(f"round {round_number}: " + " | ".join(line), flush=True)
     for target in targets:
         print(
@@ -198,7 +355,44 @@ def measure(targets: list[Target], args: argparse.Namespace, work: Path) -> None
                 ratios = [
                     mine / theirs for mine, theirs in zip(target.rates, bare.rates, strict=True)
                 ]
-                print(f"{target.name} / {BARE}: median {statistics.median(ratios):.0%} per round")
+                shares = " ".join(f"{ratio:.0%}" for ratio in ratios)
+                print(
+                    f"{target.name} / {BARE}: median {statistics.median(ratios):.0%} per round "
+                    f"({shares})"
+                )
+    for target in targets:
+        if target.workers and args.lag_duration:
+            applier_lag(target, args, work)
+
+
+def applier_lag(target: Target, args: argparse.Namespace, work: Path) -> None:
+    """A run paced at half the target's median rate, then the lag of every event it sent."""
+    goal = statistics.median(target.rates) / 2
+    connections = args.connections
+    script = work / "paced.lua"
+    lua_script(
+        script,
+        int(args.requests),
+        known=args.known,
+        known_share=args.known_share,
+        delay_ms=1000 * connections / goal,
+    )
+    while backlog(target):  # what the full-rate rounds left is not this run's lag
+        time.sleep(0.5)
+    since = datetime.now(UTC)
+    rate, p99 = run_wrk(target.port, script, args.lag_duration, connections)
+    left = backlog(target)
+    waited = time.monotonic()
+    while backlog(target) and time.monotonic() - waited < 120:
+        time.sleep(0.2)
+    drained = time.monotonic() - waited
+    measured = lags(target, since)
+    print(
+        f"{target.name} paced at half its median rate ({rate:,.0f}/s, p99 {p99:.1f} ms): "
+        f"applier lag p50 {percentile(measured, 0.5):.0f} ms, "
+        f"p99 {percentile(measured, 0.99):.0f} ms over {len(measured):,} events; "
+        f"backlog at the end {left:,} (applied {drained:.1f} s later)"
+    )
 
 
 def postgres_url() -> str | None:
@@ -213,10 +407,16 @@ def postgres_url() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
+    workers = parser.add_mutually_exclusive_group()
+    workers.add_argument(
         "--no-workers",
         action="store_true",
         help="serve --no-workers: measure ingest without the applier beside it",
+    )
+    workers.add_argument(
+        "--compare",
+        action="store_true",
+        help="serve each database twice, with every worker and with --no-workers",
     )
     parser.add_argument("--skip-bare", action="store_true", help="skip the bare endpoint")
     parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
@@ -228,6 +428,19 @@ def main() -> None:
         type=int,
         default=150_000,
         help="distinct signed requests per run (more than a run sends)",
+    )
+    parser.add_argument("--known", type=int, default=1000, help="instances seeded in each database")
+    parser.add_argument(
+        "--known-share",
+        type=float,
+        default=0.5,
+        help="share of the webhooks about the seeded instances (the rest: unknown ones)",
+    )
+    parser.add_argument(
+        "--lag-duration",
+        type=int,
+        default=10,
+        help="seconds of the run at half rate that measures the applier's lag (0: none)",
     )
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -258,14 +471,16 @@ def main() -> None:
             )
         )
 
-    engines = [("sqlite", f"sqlite+aiosqlite:///{work}/ingest.db")]
+    variants = [True, False] if args.compare else [not args.no_workers]
+    databases: list[str] = []
+    engines = []
+    for with_workers in variants:
+        suffix = "" if with_workers else "-nw"
+        engines.append(("sqlite", with_workers, f"sqlite+aiosqlite:///{work}/ingest{suffix}.db"))
     pg = postgres_url() if not args.sqlite_only else None
     if pg:
-        import asyncio
-
         import asyncpg
 
-        db = f"ingest_bench_{os.getpid()}"
         admin = pg.replace("+asyncpg", "")
 
         async def admin_sql(sql: str) -> None:
@@ -275,44 +490,50 @@ def main() -> None:
             finally:
                 await conn.close()
 
-        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{db}"'))
-        asyncio.run(admin_sql(f'CREATE DATABASE "{db}"'))
-        engines.append(("postgresql", pg.rsplit("/", 1)[0] + f"/{db}"))
-    for engine, url in engines:
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "INBOUND_WEBHOOK_SECRETS": SECRET,
-            "API_KEYS": "bench",
-            "LOG_LEVEL": "WARNING",
-        }
-        targets.append(
-            start(
-                f"ingest on {engine}",
-                [
-                    PYTHON,
-                    "-m",
-                    "service",
-                    "serve",
-                    "--simulator",
-                    "--migrate",
-                    *(["--no-workers"] if args.no_workers else []),
-                    "--port",
-                    str(port),
-                ],
-                env,
-                port,
-                work,
-            )
-        )
+        for with_workers in variants:
+            db = f"ingest_bench_{os.getpid()}{'' if with_workers else '_nw'}"
+            asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{db}"'))
+            asyncio.run(admin_sql(f'CREATE DATABASE "{db}"'))
+            databases.append(db)
+            engines.append(("postgresql", with_workers, pg.rsplit("/", 1)[0] + f"/{db}"))
     try:
+        for engine, with_workers, url in engines:
+            asyncio.run(seed_known(url, args.known))
+            port = free_port()
+            env = {
+                **os.environ,
+                "DATABASE_URL": url,
+                "INBOUND_WEBHOOK_SECRETS": SECRET,
+                "API_KEYS": "bench",
+                "LOG_LEVEL": "WARNING",
+            }
+            name = f"ingest on {engine}" + ("" if with_workers else " (no workers)")
+            targets.append(
+                start(
+                    name,
+                    [
+                        PYTHON,
+                        "-m",
+                        "service",
+                        "serve",
+                        "--simulator",
+                        *([] if with_workers else ["--no-workers"]),
+                        "--port",
+                        str(port),
+                    ],
+                    env,
+                    port,
+                    work,
+                    database_url=url,
+                    workers=with_workers,
+                )
+            )
         measure(targets, args, work)
     finally:
         for target in targets:
             target.process.terminate()
             target.process.wait(timeout=30)
-        if pg:
+        for db in databases:
             asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         shutil.rmtree(work, ignore_errors=True)
 

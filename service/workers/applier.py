@@ -9,6 +9,7 @@ relist. Every stored event gets an outcome.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,15 +17,21 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import Clock
-from service.db import inbox
-from service.db import repository as repo
+from service.db import inbox, provider_facts
 from service.db.engine import Database
 from service.db.inbox import StoredWebhook
+from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource
 from service.provisioning.status_map import Observation
 from service.resources import Resources
 from service.workers.loop import WorkerLoop
-from service.workers.provider_truth import Report, Verdict, apply_observation
+from service.workers.provider_truth import (
+    Report,
+    Verdict,
+    apply_observation,
+    confirmed,
+    plan,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -93,33 +100,29 @@ class InboxApplier:
         now = self._clock.now()
         async with self._db.transaction() as conn:
             events = await inbox.claim_unprocessed(conn, limit=self.batch_size)
-            # One query resolves the whole batch; only events for known instances pay for
-            # a savepoint and a state change.
-            known = await repo.ids_by_novita_id(
-                conn, sorted({e.provider_instance_id for e in events if e.provider_instance_id})
+            # One query reads (and locks) every instance the batch is about.
+            rows = await provider_facts.by_novita_id(
+                conn,
+                sorted({e.provider_instance_id for e in events if e.provider_instance_id}),
+                for_update=True,
             )
+            batch = _Batch(conn, rows)
             outcomes: dict[int, str] = {}
             for event in events:
-                quick = self._triage(event, known)
+                quick = self._triage(event, rows)
                 if quick is not None:
                     outcomes[event.id] = quick
                     continue
-                try:
-                    # A savepoint per event: one bad event cannot sink the batch.
-                    async with conn.begin_nested():
-                        outcomes[event.id] = await self._apply(
-                            conn, event, known[str(event.provider_instance_id)], now
-                        )
-                except Exception:
-                    log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
-                    outcomes[event.id] = "error"
-            await inbox.mark_processed(conn, outcomes, now=now)
+                outcomes[event.id] = await self._apply(batch, event, now)
+            await batch.write_confirmed()
+            # Stamped as the batch is marked, so `processed_at - received_at` is the lag.
+            await inbox.mark_processed(conn, outcomes, now=self._clock.now())
         self.applied += sum(outcome == "applied" for outcome in outcomes.values())
         await self._prune(now)
         return len(events)
 
     @staticmethod
-    def _triage(event: StoredWebhook, known: dict[str, str]) -> str | None:
+    def _triage(event: StoredWebhook, known: Mapping[str, ProviderFacts]) -> str | None:
         """The outcome of an event that needs no state change, else None."""
         if event.event_type not in STATUS_EVENTS and event.event_type != "instance.ready":
             return "ignored_type"
@@ -129,9 +132,8 @@ class InboxApplier:
             return "unknown_instance"
         return None
 
-    async def _apply(
-        self, conn: AsyncConnection, event: StoredWebhook, instance_id: str, now: datetime
-    ) -> str:
+    async def _apply(self, batch: _Batch, event: StoredWebhook, now: datetime) -> str:
+        novita_id = str(event.provider_instance_id)
         data = event.payload.get("data") or {}
         raw_status = data.get("status")
         ready = event.event_type == "instance.ready"
@@ -149,11 +151,35 @@ class InboxApplier:
             detail={"webhookId": event.webhook_id},
             ready=ready,
         )
-        applied = await apply_observation(
-            conn, instance_id, report, now=now, settle_seconds=self.action_settle
-        )
+        current = batch.rows[novita_id]
+        try:
+            planned = plan(current, report, now=now)
+        except Exception:
+            log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
+            return "error"
+        if planned.verdict is not None:
+            return planned.verdict.value
+        if planned.confirms:
+            # Most webhooks say what we know already: no event, and every such report of
+            # the batch about one instance is written in one UPDATE at the end.
+            batch.confirm(novita_id, confirmed(current, report, planned, now))
+            return (Verdict.UNRECOGNISED if planned.unrecognised else Verdict.UNCHANGED).value
+        # A change of status (or a contradicted action): the full rule, row by row.
+        await batch.write_confirmed(novita_id)
+        try:
+            # A savepoint per event: one bad event cannot sink the batch.
+            async with batch.conn.begin_nested():
+                applied = await apply_observation(
+                    batch.conn, current.id, report, now=now, settle_seconds=self.action_settle
+                )
+        except Exception:
+            log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
+            applied = None
+        await batch.reread(novita_id)
+        if applied is None:
+            return "error"
         if applied.recorded:
-            log.info("webhook.applied", instance_id=instance_id, status=applied.status)
+            log.info("webhook.applied", instance_id=current.id, status=applied.status)
         if applied.verdict is Verdict.RESEND_DELETE:
             return Verdict.SUPERSEDED.value  # only a poll sends a delete again
         return applied.verdict.value
@@ -166,6 +192,33 @@ class InboxApplier:
             pruned = await inbox.prune(conn, received_before=now - self.retention)
         if pruned:
             log.info("webhook.inbox_pruned", rows=pruned)
+
+
+class _Batch:
+    """The rows one batch of events is about, locked, as the events applied so far left
+    them; those changed by confirmations are written at the end (`write_confirmed`)."""
+
+    def __init__(self, conn: AsyncConnection, rows: dict[str, ProviderFacts]) -> None:
+        self.conn = conn
+        self.rows = rows
+        self._read_version: dict[str, int] = {}  # of the rows confirmed, not yet written
+
+    def confirm(self, novita_id: str, facts: ProviderFacts) -> None:
+        self._read_version.setdefault(novita_id, self.rows[novita_id].version)
+        self.rows[novita_id] = facts
+
+    async def write_confirmed(self, novita_id: str | None = None) -> None:
+        """Write the confirmations kept in memory (of one instance, or of all)."""
+        if novita_id is None:
+            pending = list(self._read_version)
+        else:
+            pending = [novita_id] if novita_id in self._read_version else []
+        await provider_facts.write(
+            self.conn, [(self._read_version.pop(key), self.rows[key]) for key in pending]
+        )
+
+    async def reread(self, novita_id: str) -> None:
+        self.rows.update(await provider_facts.by_novita_id(self.conn, [novita_id]))
 
 
 def build_applier_loop(resources: Resources) -> WorkerLoop:

@@ -18,12 +18,16 @@ locks the row, and get the same verdict for the same report:
 - a move the transition table refuses is logged and not recorded (`refused`);
 - otherwise each step of the path is recorded through `repository.change_status`
   (`applied`, or `unchanged` when nothing new was learnt).
+
+`plan` holds the rules that need only the row; the applier uses it on a whole batch of
+webhooks, writing the reports that only confirm a status (`confirmed`) in one statement and
+handing every other one to `apply_observation`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -34,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import repository as repo
 from service.db.models import instance_events
+from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource, Instance, InstanceEvent, Status
 from service.provisioning.status_map import (
     Observation,
@@ -84,6 +89,74 @@ class Applied:
         return self.recorded[-1][0] if self.recorded else None
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a report means for a row, decided without the database (`plan`)."""
+
+    verdict: Verdict | None = None  # decided: nothing to record
+    target: Status | None = None  # else the status the report leads to
+    reason: str | None = None
+    provider_status: str | None = None
+    unrecognised: bool = False
+    # The target contradicts the action that moved the row into its status: whether the
+    # action is still settling is read from the database (`apply_observation`).
+    contradicts_action: bool = False
+    # The report keeps the row's status: applying it records no event, only refreshes the
+    # row's provider facts (`confirmed`).
+    confirms: bool = False
+
+
+def plan(current: Instance | ProviderFacts, report: Report, *, now: datetime) -> Plan:
+    """The rules of the module docstring that need nothing but the row: terminal, stale,
+    `instance.ready`, the status mapping, and whether an action is contradicted."""
+    if current.is_terminal:
+        return Plan(Verdict.TERMINAL)
+    newest = current.provider_observed_at
+    if newest is not None and report.observed_at < newest <= now:
+        return Plan(Verdict.STALE)
+    if report.ready:
+        if current.status is not Status.RUNNING:
+            return Plan(Verdict.IGNORED_STATE)
+        return Plan(target=Status.READY, provider_status=current.provider_status)
+    decision = map_provider_status(current.status, report.observation)
+    target = decision.target
+    unrecognised = target is None
+    if target is None:
+        log.warning(
+            "reconcile.unknown_provider_status",
+            instance_id=current.id,
+            provider_status=report.observation.status,
+            source=report.source.value,
+        )
+        target = current.status
+    contradicts = contradicts_action(current.status, target)
+    return Plan(
+        target=target,
+        reason=decision.reason,
+        provider_status=stored_provider_status(report.observation.status),
+        unrecognised=unrecognised,
+        contradicts_action=contradicts,
+        confirms=target is current.status and not contradicts,
+    )
+
+
+def confirmed(
+    current: ProviderFacts, report: Report, planned: Plan, now: datetime
+) -> ProviderFacts:
+    """The row after a confirming report (`Plan.confirms`), with the values
+    `repository.change_status` writes for a change to the status the row already has."""
+    newest = current.provider_observed_at
+    return replace(
+        current,
+        provider_status=planned.provider_status or current.provider_status,
+        provider_observed_at=(
+            report.observed_at if newest is None or report.observed_at > newest else newest
+        ),
+        updated_at=now,
+        version=current.version + 1,
+    )
+
+
 async def apply_observation(
     conn: AsyncConnection,
     instance_id: str,
@@ -96,48 +169,29 @@ async def apply_observation(
     """Apply `report` to the instance (the row is locked for the rest of the transaction).
     `next_check_at(status)`, when given, says when a live instance is next polled."""
     current = await repo.get_instance(conn, instance_id, for_update=True)
-    if current.is_terminal:
-        return Applied(Verdict.TERMINAL, current)
-    newest = current.provider_observed_at
-    if newest is not None and report.observed_at < newest <= now:
-        return Applied(Verdict.STALE, current)
-    unrecognised = False
-    if report.ready:
-        if current.status is not Status.RUNNING:
-            return Applied(Verdict.IGNORED_STATE, current)
-        path: tuple[Status, ...] = (Status.READY,)
-        provider_status = current.provider_status
-        reason = None
-    else:
-        decision = map_provider_status(current.status, report.observation)
-        target = decision.target
-        if target is None:
-            unrecognised = True
-            log.warning(
-                "reconcile.unknown_provider_status",
-                instance_id=instance_id,
-                provider_status=report.observation.status,
-                source=report.source.value,
-            )
-            target = current.status
-        if contradicts_action(current.status, target):
-            if await _action_settling(conn, current, now, settle_seconds):
-                return Applied(Verdict.SUPERSEDED, current)
-            if current.status is Status.DELETING:
-                return Applied(Verdict.RESEND_DELETE, current)
-        path = transition_path(current.status, target)
-        if not path:
-            log.warning(
-                "reconcile.transition_refused",
-                instance_id=instance_id,
-                status=current.status.value,
-                provider_status=report.observation.status,
-                target=target.value,
-                source=report.source.value,
-            )
-            return Applied(Verdict.REFUSED, current)
-        provider_status = stored_provider_status(report.observation.status)
-        reason = decision.reason
+    planned = plan(current, report, now=now)
+    if planned.verdict is not None:
+        return Applied(planned.verdict, current)
+    assert planned.target is not None
+    target = planned.target
+    if planned.contradicts_action:
+        if await _action_settling(conn, current, now, settle_seconds):
+            return Applied(Verdict.SUPERSEDED, current)
+        if current.status is Status.DELETING:
+            return Applied(Verdict.RESEND_DELETE, current)
+    path = transition_path(current.status, target)
+    if not path:
+        log.warning(
+            "reconcile.transition_refused",
+            instance_id=instance_id,
+            status=current.status.value,
+            provider_status=report.observation.status,
+            target=target.value,
+            source=report.source.value,
+        )
+        return Applied(Verdict.REFUSED, current)
+    provider_status = planned.provider_status
+    reason = planned.reason
     changes: dict[str, Any] = {}
     if report.port_mappings is not None:
         changes["port_mappings"] = merged_port_mappings(current, report.port_mappings)
@@ -160,7 +214,7 @@ async def apply_observation(
         )
         if result.event is not None:
             recorded.append((step, result.event))
-    if unrecognised:
+    if planned.unrecognised:
         return Applied(Verdict.UNRECOGNISED, current, tuple(recorded))
     return Applied(Verdict.APPLIED if recorded else Verdict.UNCHANGED, current, tuple(recorded))
 
@@ -181,9 +235,7 @@ async def _action_settling(
     return bool(now - recorded_at < timedelta(seconds=settle_seconds))
 
 
-def merged_port_mappings(
-    current: Instance, reported: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def merged_port_mappings(current: Instance, reported: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The reported mappings; an endpoint the report left out (Novita's list documents
     none) is kept from what an earlier report said about the same port."""
     known = {(m["port"], m["type"]): m.get("endpoint") for m in current.port_mappings}

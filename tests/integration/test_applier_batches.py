@@ -1,0 +1,163 @@
+"""The applier takes a batch of webhooks at once: reports that only confirm an instance's
+status are decided on the rows read once for the batch and written in one statement at
+the end, every other one goes through `apply_observation`. Whatever the batch holds, the
+outcomes and the rows are those of applying the same events one at a time."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from service.clock import ManualClock
+from service.db import inbox
+from service.db import repository as repo
+from service.db.engine import Database
+from service.db.inbox import InboxRecord
+from service.db.models import inbound_webhooks
+from service.domain import EventSource, Status
+from service.workers.applier import InboxApplier
+from tests.integration.provisioning_helpers import add_instance, events, load
+
+T0 = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+# (Novita status, seconds after T0 it was observed), in the order the webhooks arrive.
+REPORTS = [
+    ("running", 1),  # what we know: unchanged
+    ("running", 0),  # older than the newest applied: stale
+    ("hibernating", 2),  # a status we do not know: kept, and what was seen recorded
+    ("exited", 3),  # stopped: applied
+    ("exited", 4),  # unchanged
+    ("running", 3.5),  # stale
+    ("running", 5),  # started again: applied
+    ("running", 6),  # unchanged
+]
+
+
+async def running_instance(database: Database, clock: ManualClock, novita_id: str) -> str:
+    instance_id = await add_instance(database, clock)
+    async with database.transaction() as conn:
+        await repo.change_status(
+            conn,
+            instance_id,
+            Status.PROVISIONING,
+            source=EventSource.PROVISIONER,
+            now=clock.now(),
+            changes={"novita_instance_id": novita_id, "submitted_at": clock.now()},
+        )
+        await repo.change_status(
+            conn, instance_id, Status.RUNNING, source=EventSource.RECONCILER, now=clock.now()
+        )
+    return instance_id
+
+
+async def store(
+    database: Database, clock: ManualClock, novita_id: str, status: str, at: float
+) -> str:
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    body = {
+        "type": "instance.status_changed",
+        "timestamp": (T0 + timedelta(seconds=at)).isoformat(),
+        "data": {"instanceId": novita_id, "status": status},
+    }
+    record = InboxRecord(msg_id, "instance.status_changed", novita_id, json.dumps(body))
+    async with database.transaction() as conn:
+        await inbox.store_batch(conn, [record], now=clock.now())
+    return msg_id
+
+
+async def outcomes(database: Database, msg_ids: list[str]) -> list[str]:
+    async with database.read() as conn:
+        found = dict(
+            (
+                await conn.execute(
+                    sa.select(inbound_webhooks.c.webhook_id, inbound_webhooks.c.outcome).where(
+                        inbound_webhooks.c.webhook_id.in_(msg_ids)
+                    )
+                )
+            ).all()
+        )
+    return [found[msg_id] for msg_id in msg_ids]
+
+
+async def test_a_batch_gives_the_outcomes_and_rows_of_one_event_at_a_time(
+    database: Database,
+) -> None:
+    clock = ManualClock(T0 - timedelta(minutes=1))
+    together = await running_instance(database, clock, "novita-together")
+    alone = await running_instance(database, clock, "novita-alone")
+    clock.advance(70)  # every report is in the past
+    applier = InboxApplier(database, clock)
+
+    one_by_one = []
+    for status, at in REPORTS:
+        one_by_one.append(await store(database, clock, "novita-alone", status, at))
+        assert await applier.run_once() == 1
+    batched = [
+        await store(database, clock, "novita-together", status, at) for status, at in REPORTS
+    ]
+    unknown = await store(database, clock, "novita-nobody", "running", 6)
+    assert await applier.run_once() == len(REPORTS) + 1
+
+    expected = [
+        "unchanged",
+        "stale",
+        "unrecognised_status",
+        "applied",
+        "unchanged",
+        "stale",
+        "applied",
+        "unchanged",
+    ]
+    assert await outcomes(database, one_by_one) == expected
+    assert await outcomes(database, batched) == expected
+    assert await outcomes(database, [unknown]) == ["unknown_instance"]
+
+    mine, reference = await load(database, together), await load(database, alone)
+    assert mine.status is reference.status is Status.RUNNING
+    assert mine.provider_status == reference.provider_status == "running"
+    assert mine.provider_observed_at == reference.provider_observed_at == T0 + timedelta(seconds=6)
+    assert [(e.from_status, e.to_status) for e in await events(database, together)] == [
+        (e.from_status, e.to_status) for e in await events(database, alone)
+    ]
+
+
+async def test_an_unknown_status_confirmed_in_a_batch_is_recorded_as_seen(
+    database: Database,
+) -> None:
+    clock = ManualClock(T0 - timedelta(minutes=1))
+    instance_id = await running_instance(database, clock, "novita-1")
+    clock.advance(70)
+    stored = [
+        await store(database, clock, "novita-1", "running", 1),
+        await store(database, clock, "novita-1", "hibernating", 2),
+    ]
+    before = await load(database, instance_id)
+    assert await InboxApplier(database, clock).run_once() == 2
+    assert await outcomes(database, stored) == ["unchanged", "unrecognised_status"]
+    instance = await load(database, instance_id)
+    assert instance.status is Status.RUNNING
+    assert instance.provider_status == "hibernating"
+    assert instance.provider_observed_at == T0 + timedelta(seconds=2)
+    assert instance.updated_at == clock.now()
+    assert instance.version > before.version
+    assert instance.event_seq == before.event_seq  # nothing happened to the instance itself
+
+
+async def test_every_event_is_stamped_processed_after_it_was_received(database: Database) -> None:
+    clock = ManualClock(T0)
+    await running_instance(database, clock, "novita-1")
+    stored = [await store(database, clock, "novita-1", "running", 0) for _ in range(3)]
+    clock.advance(2)
+    await InboxApplier(database, clock).run_once()
+    async with database.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(inbound_webhooks.c.received_at, inbound_webhooks.c.processed_at).where(
+                    inbound_webhooks.c.webhook_id.in_(stored)
+                )
+            )
+        ).all()
+    assert len(rows) == 3
+    assert all(processed == received + timedelta(seconds=2) for received, processed in rows)
