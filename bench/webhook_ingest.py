@@ -366,21 +366,30 @@ def measure(targets: list[Target], args: argparse.Namespace, work: Path) -> None
 
 
 def applier_lag(target: Target, args: argparse.Namespace, work: Path) -> None:
-    """A run paced at half the target's median rate, then the lag of every event it sent."""
+    """A run paced at half the target's median rate, then the lag of every event it sent.
+
+    wrk waits `delay` after each answer on each connection, so a connection's cycle is
+    the delay plus the latency: a short first run measures that latency, and the delay
+    of the measured run leaves it out."""
     goal = statistics.median(target.rates) / 2
     connections = args.connections
     script = work / "paced.lua"
-    lua_script(
-        script,
-        int(args.requests),
-        known=args.known,
-        known_share=args.known_share,
-        delay_ms=1000 * connections / goal,
-    )
-    while backlog(target):  # what the full-rate rounds left is not this run's lag
-        time.sleep(0.5)
-    since = datetime.now(UTC)
-    rate, p99 = run_wrk(target.port, script, args.lag_duration, connections)
+    cycle_ms = 1000 * connections / goal  # what each connection's cycle should be
+    delay_ms = cycle_ms
+    for duration in (3, args.lag_duration):
+        lua_script(
+            script,
+            int(args.requests),
+            known=args.known,
+            known_share=args.known_share,
+            delay_ms=delay_ms,
+        )
+        while backlog(target):  # what earlier runs left is not this run's lag
+            time.sleep(0.5)
+        since = datetime.now(UTC)
+        rate, p99 = run_wrk(target.port, script, duration, connections)
+        latency_ms = max(0.0, 1000 * connections / rate - delay_ms)
+        delay_ms = max(0.1, cycle_ms - latency_ms)
     left = backlog(target)
     waited = time.monotonic()
     while backlog(target) and time.monotonic() - waited < 120:
@@ -388,8 +397,8 @@ def applier_lag(target: Target, args: argparse.Namespace, work: Path) -> None:
     drained = time.monotonic() - waited
     measured = lags(target, since)
     print(
-        f"{target.name} paced at half its median rate ({rate:,.0f}/s, p99 {p99:.1f} ms): "
-        f"applier lag p50 {percentile(measured, 0.5):.0f} ms, "
+        f"{target.name} paced at half its median rate ({rate:,.0f}/s of {goal:,.0f}/s, "
+        f"p99 {p99:.1f} ms): applier lag p50 {percentile(measured, 0.5):.0f} ms, "
         f"p99 {percentile(measured, 0.99):.0f} ms over {len(measured):,} events; "
         f"backlog at the end {left:,} (applied {drained:.1f} s later)"
     )

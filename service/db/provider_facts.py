@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import instances
@@ -53,11 +54,14 @@ async def by_novita_id(
     with `for_update`, the rows are locked, in the order of our ids)."""
     if not novita_ids:
         return {}
-    query = (
-        sa.select(*_COLUMNS)
-        .where(instances.c.novita_instance_id.in_(list(novita_ids)))
-        .order_by(instances.c.id)
-    )
+    column = instances.c.novita_instance_id
+    if conn.dialect.name == "postgresql":
+        # One array parameter: one prepared statement whatever the number of ids.
+        keys = sa.bindparam("keys", list(novita_ids), type_=postgresql.ARRAY(sa.Text))
+        chosen = column == sa.any_(keys)
+    else:
+        chosen = column.in_(list(novita_ids))
+    query = sa.select(*_COLUMNS).where(chosen).order_by(instances.c.id)
     if for_update:
         query = query.with_for_update()
     found = {}

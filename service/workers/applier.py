@@ -37,18 +37,42 @@ log = structlog.get_logger(__name__)
 
 STATUS_EVENTS = frozenset({"instance.status_changed", "instance.spot_reclaim"})
 PRUNE_EVERY = timedelta(minutes=10)
+# Seconds the applier rests after a batch that did work (see build_applier_loop).
+BUSY_PAUSE = 0.1
 
 
-def observed_time(event: StoredWebhook) -> datetime:
+def _report(event: StoredWebhook) -> Report | None:
+    """What a status event says (None: it says no status)."""
+    payload = event.payload
+    data = payload.get("data") or {}
+    raw_status = data.get("status")
+    ready = event.event_type == "instance.ready"
+    observation = Observation(
+        status=raw_status if isinstance(raw_status, str) else None,
+        spot_status=data.get("spotStatus") or None,
+        has_status_error=bool(data.get("statusError")),
+    )
+    if not ready and observation.status is None:
+        return None
+    return Report(
+        observation=observation,
+        observed_at=observed_time(payload, event.received_at),
+        source=EventSource.WEBHOOK,
+        detail={"webhookId": event.webhook_id},
+        ready=ready,
+    )
+
+
+def observed_time(payload: Mapping[str, Any], received_at: datetime) -> datetime:
     """When the provider saw what the event says: `data.observedAt`, else the envelope's
     `timestamp` (ISO 8601 or Unix seconds), else when we received it; never later than
     when we received it."""
-    data = event.payload.get("data") or {}
-    for value in (data.get("observedAt"), event.payload.get("timestamp")):
+    data = payload.get("data") or {}
+    for value in (data.get("observedAt"), payload.get("timestamp")):
         parsed = _parse_time(value)
         if parsed is not None:
-            return min(parsed, event.received_at)
-    return event.received_at
+            return min(parsed, received_at)
+    return received_at
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -75,7 +99,7 @@ class InboxApplier:
         database: Database,
         clock: Clock,
         *,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         retention: timedelta = timedelta(days=4),
         action_settle: float = 30.0,
     ) -> None:
@@ -134,25 +158,11 @@ class InboxApplier:
 
     async def _apply(self, batch: _Batch, event: StoredWebhook, now: datetime) -> str:
         novita_id = str(event.provider_instance_id)
-        data = event.payload.get("data") or {}
-        raw_status = data.get("status")
-        ready = event.event_type == "instance.ready"
-        observation = Observation(
-            status=raw_status if isinstance(raw_status, str) else None,
-            spot_status=data.get("spotStatus") or None,
-            has_status_error=bool(data.get("statusError")),
-        )
-        if not ready and observation.status is None:
-            return "no_status"
-        report = Report(
-            observation=observation,
-            observed_at=observed_time(event),
-            source=EventSource.WEBHOOK,
-            detail={"webhookId": event.webhook_id},
-            ready=ready,
-        )
         current = batch.rows[novita_id]
         try:
+            report = _report(event)
+            if report is None:
+                return "no_status"
             planned = plan(current, report, now=now)
         except Exception:
             log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
@@ -222,7 +232,12 @@ class _Batch:
 
 
 def build_applier_loop(resources: Resources) -> WorkerLoop:
-    loop = WorkerLoop(InboxApplier.from_resources(resources), idle_interval=1.0)
+    # Under load, a batch after each of the writer's commits (milliseconds apart) would
+    # pay a transaction for a handful of events and take a large share of the core from
+    # ingest; resting BUSY_PAUSE after a batch gathers the events into batches of hundreds.
+    loop = WorkerLoop(
+        InboxApplier.from_resources(resources), idle_interval=1.0, busy_pause=BUSY_PAUSE
+    )
     if resources.inbox is not None:
         resources.inbox.on_stored.append(loop.wake)  # apply as soon as a batch commits
     return loop

@@ -5,6 +5,9 @@ of work and returns how much it did. `WorkerLoop` calls it until `stop()`:
 
 - when a batch did work, the next one starts at once; when it did none, the loop waits
   `idle_interval` seconds (or until `stop()` / `wake()`),
+- a worker that shares the process with request handling can rest `busy_pause` seconds
+  after a batch that did work (only `stop()` ends that rest early, not `wake()`), so its
+  work gathers into fewer, larger batches instead of following every wake,
 - an exception in one iteration is logged with its traceback and followed by a backoff
   that grows to `max_backoff`; it never ends the loop. A database outage is not a bug: it
   is logged as one line when it starts (no traceback, not once per pass), and the loop
@@ -42,9 +45,11 @@ class WorkerLoop:
         idle_interval: float = 1.0,
         error_backoff: float = 1.0,
         max_backoff: float = 60.0,
+        busy_pause: float = 0.0,
     ) -> None:
         self.worker = worker
         self.idle_interval = idle_interval
+        self.busy_pause = busy_pause
         self.error_backoff = error_backoff
         self.max_backoff = max_backoff
         self._stopping = asyncio.Event()
@@ -101,11 +106,17 @@ class WorkerLoop:
             in_outage = False
             if not done:
                 await self._pause(self.idle_interval)
+            elif self.busy_pause:
+                await self._rest(self.busy_pause)
         log.info("worker.stopped", worker=self.worker.name)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _rest(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
 
 class WorkerGroup:

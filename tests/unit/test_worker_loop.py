@@ -99,6 +99,25 @@ async def test_wake_skips_the_idle_wait() -> None:
     await asyncio.wait_for(task, timeout=5)
 
 
+async def test_after_work_the_busy_pause_is_kept_whatever_wakes_it() -> None:
+    """A worker beside request handling rests after a batch that did work: the wakes of
+    new work arriving meanwhile gather into its next batch; stop() still ends it at once."""
+    worker = ScriptedWorker([5, 5, 5])
+    loop = WorkerLoop(worker, idle_interval=3600, busy_pause=3600)
+    task = asyncio.create_task(loop.run())
+    for _ in range(100):
+        if worker.calls >= 1:
+            break
+        await asyncio.sleep(0)
+    for _ in range(20):
+        loop.wake()
+        await asyncio.sleep(0.001)
+    assert worker.calls == 1, "a wake cut the rest after a batch short"
+    loop.stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert worker.calls == 1
+
+
 async def test_a_database_outage_is_one_line_and_its_end_another(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
