@@ -1,13 +1,14 @@
 """Claims on instance rows: how several worker processes share work without doing it twice.
 
-A claim is `claim_owner` plus `claim_expires_at` on the row. Claiming selects due rows
-whose claim is free or expired and writes ours, in one short transaction; the slow part
-(calls to Novita) happens after it commits, and the result is written in another.
+A claim is `claim_owner` plus `claim_expires_at` on the row. Claiming is one statement,
+`UPDATE ... WHERE id IN (due rows whose claim is free or expired) RETURNING *`, in one
+short transaction; the slow part (calls to Novita) happens after it commits, and the
+result is written in another.
 
-- PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each
-  other's rows instead of queueing on them, and each row goes to exactly one of them.
+- PostgreSQL: the due rows are chosen `FOR UPDATE SKIP LOCKED`, so concurrent claimers
+  skip each other's rows instead of queueing on them, and each row goes to exactly one.
 - SQLite: writers are serialised by `BEGIN IMMEDIATE` (see `service.db.engine`), so the
-  plain select-then-update is already exclusive; there is no row locking to ask for.
+  plain sub-select is already exclusive; there is no row locking to ask for.
 
 A process that dies holding claims loses them when they expire; its work is picked up
 again from what the database says (an intent written before a create, see `record_intent`).
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import instances
-from service.db.repository import get_instance
+from service.db.repository import instance_from_mapping
 from service.domain import TERMINAL_STATUSES, TRANSITIONAL_STATUSES, Instance, Status
 
 
@@ -40,23 +41,24 @@ async def _claim(
     ttl: float,
     limit: int,
 ) -> list[Instance]:
-    query = (
+    due = (
         sa.select(instances.c.id)
         .where(condition, _claim_is_free(now))
         .order_by(instances.c.next_check_at, instances.c.id)
         .limit(limit)
     )
     if conn.dialect.name != "sqlite":
-        query = query.with_for_update(skip_locked=True)
-    ids = list((await conn.execute(query)).scalars())
-    if not ids:
-        return []
-    await conn.execute(
+        due = due.with_for_update(skip_locked=True)
+    # One statement: the claimed rows come back as written, in the order they fell due.
+    rows = await conn.execute(
         instances.update()
-        .where(instances.c.id.in_(ids))
+        .where(instances.c.id.in_(due.scalar_subquery()))
         .values(claim_owner=owner, claim_expires_at=now + timedelta(seconds=ttl))
+        .returning(instances)
     )
-    return [await get_instance(conn, instance_id) for instance_id in ids]
+    claimed = [instance_from_mapping(row._mapping) for row in rows]
+    claimed.sort(key=lambda i: (i.next_check_at is None, i.next_check_at, i.id))
+    return claimed
 
 
 async def claim_pending(

@@ -175,40 +175,44 @@ async def insert_instance(
     """Record a new `pending` instance with its first event and `instance.created` outbox row
     (`detail` goes into that event: the API's key id)."""
     instance_id = instance_id or new_instance_id()
-    await conn.execute(
-        instances.insert().values(
-            id=instance_id,
-            name=spec.name,
-            status=Status.PENDING.value,
-            product_id=spec.product_id,
-            product_name=spec.product_name,
-            gpu_num=spec.gpu_num,
-            rootfs_size=spec.rootfs_size,
-            billing_mode=spec.billing_mode,
-            template_id=spec.template_id,
-            image_url=spec.image_url,
-            image_auth_id=spec.image_auth_id,
-            preferred_region=spec.region,
-            regions=list(spec.regions),
-            ports=list(spec.ports),
-            envs=list(spec.envs),
-            webhook_url=spec.webhook_url,
-            labels=dict(spec.labels),
-            readiness=spec.readiness,
-            auto_stop=spec.auto_stop,
-            interruption_policy=spec.on_interruption,
-            launch=spec.launch,
-            port_mappings=[],
-            created_at=now,
-            updated_at=now,
-            next_check_at=now,
-            event_seq=0,
-            version=1,
-            team=spec.team,
+    row = (
+        await conn.execute(
+            instances.insert()
+            .values(
+                id=instance_id,
+                name=spec.name,
+                status=Status.PENDING.value,
+                product_id=spec.product_id,
+                product_name=spec.product_name,
+                gpu_num=spec.gpu_num,
+                rootfs_size=spec.rootfs_size,
+                billing_mode=spec.billing_mode,
+                template_id=spec.template_id,
+                image_url=spec.image_url,
+                image_auth_id=spec.image_auth_id,
+                preferred_region=spec.region,
+                regions=list(spec.regions),
+                ports=list(spec.ports),
+                envs=list(spec.envs),
+                webhook_url=spec.webhook_url,
+                labels=dict(spec.labels),
+                readiness=spec.readiness,
+                auto_stop=spec.auto_stop,
+                interruption_policy=spec.on_interruption,
+                launch=spec.launch,
+                port_mappings=[],
+                created_at=now,
+                updated_at=now,
+                next_check_at=now,
+                event_seq=1,  # its `created` event, written below
+                version=1,
+                team=spec.team,
+            )
+            .returning(instances)
         )
-    )
-    instance = await get_instance(conn, instance_id)
-    event = await _append_event(
+    ).one()
+    instance = _instance_from_row(row)
+    event = await _record_event(
         conn,
         instance,
         None,
@@ -220,7 +224,7 @@ async def insert_instance(
         provider_status=None,
         detail=dict(detail or {}),
     )
-    return TransitionResult(instance=await get_instance(conn, instance_id), event=event)
+    return TransitionResult(instance=instance, event=event)
 
 
 async def insert_adopted_instance(
@@ -337,6 +341,8 @@ async def change_status(
 ) -> TransitionResult:
     """Move an instance to `target`, recording the event and the outbox row atomically.
 
+    Four statements: lock and read the row, write it (`UPDATE ... RETURNING`, guarded by
+    its version), insert the event, insert the notification; nothing is read back.
     A change to the status the instance already has records no event: it only refreshes
     the provider facts given (`provider_status`, `observed_at`, `changes`). Raises
     `IllegalTransitionError` when the table forbids the move, `InstanceNotFoundError`
@@ -357,8 +363,7 @@ async def change_status(
         values["provider_observed_at"] = observed_at
 
     if current.status == target:
-        await _update_instance(conn, current, values)
-        return TransitionResult(instance=await get_instance(conn, instance_id), event=None)
+        return TransitionResult(instance=await _update_instance(conn, current, values), event=None)
     if not is_legal_transition(current.status, target):
         raise IllegalTransitionError(instance_id, current.status.value, target.value)
 
@@ -372,6 +377,7 @@ async def change_status(
         values["action_intent"] = None
     values["status"] = target.value
     values["status_reason"] = reason
+    values["event_seq"] = current.event_seq + 1
     if target in _NEW_RUN:
         values.update(running_at=None, ready_at=None)
     if target in _STAMPS:
@@ -380,9 +386,8 @@ async def change_status(
         values.update(next_check_at=None, claim_owner=None, claim_expires_at=None)
     elif "next_check_at" not in changes:
         values["next_check_at"] = now
-    await _update_instance(conn, current, values)
-    updated = await get_instance(conn, instance_id)
-    event = await _append_event(
+    updated = await _update_instance(conn, current, values)
+    event = await _record_event(
         conn,
         updated,
         current.status,
@@ -394,7 +399,7 @@ async def change_status(
         provider_status=provider_status,
         detail=dict(detail or {}),
     )
-    return TransitionResult(instance=await get_instance(conn, instance_id), event=event)
+    return TransitionResult(instance=updated, event=event)
 
 
 async def set_action_intent(
@@ -411,19 +416,24 @@ async def set_action_intent(
 
 async def _update_instance(
     conn: AsyncConnection, current: Instance, values: dict[str, Any]
-) -> None:
+) -> Instance:
+    """Write `values` to the row read as `current` and return the row as written."""
     # The version guard is a second line of defence behind the row lock: a lost update
     # would show up here as a missing row instead of silently overwriting.
-    result = await conn.execute(
-        instances.update()
-        .where(instances.c.id == current.id, instances.c.version == current.version)
-        .values(**values)
-    )
-    if result.rowcount != 1:
+    row = (
+        await conn.execute(
+            instances.update()
+            .where(instances.c.id == current.id, instances.c.version == current.version)
+            .values(**values)
+            .returning(instances)
+        )
+    ).first()
+    if row is None:
         raise RuntimeError(f"instance {current.id} changed underneath a locked update")
+    return _instance_from_row(row)
 
 
-async def _append_event(
+async def _record_event(
     conn: AsyncConnection,
     instance: Instance,
     from_status: Status | None,
@@ -436,10 +446,9 @@ async def _append_event(
     provider_status: str | None,
     detail: dict[str, Any],
 ) -> InstanceEvent:
-    seq = instance.event_seq + 1
-    await conn.execute(
-        instances.update().where(instances.c.id == instance.id).values(event_seq=seq)
-    )
+    """The event and the outbox notification of a change already written to `instance`
+    (whose `event_seq` is the new event's number): two INSERTs."""
+    seq = instance.event_seq
     result = await conn.execute(
         instance_events.insert()
         .values(
@@ -458,7 +467,6 @@ async def _append_event(
     )
     event = _event_from_row(result.one())
     data = instance_view(instance)
-    data["sequence"] = seq
     data["statusReason"] = reason
     message_type = notification_type(to_status)
     await conn.execute(
@@ -547,11 +555,11 @@ async def set_last_used(
 ) -> Instance:
     """Record a heartbeat; an older heartbeat than the one stored changes nothing."""
     current = await get_instance(conn, instance_id, for_update=True)
-    if current.last_used_at is None or at > current.last_used_at:
-        await _update_instance(
-            conn, current, {"last_used_at": at, "updated_at": now, "version": current.version + 1}
-        )
-    return await get_instance(conn, instance_id)
+    if current.last_used_at is not None and at <= current.last_used_at:
+        return current
+    return await _update_instance(
+        conn, current, {"last_used_at": at, "updated_at": now, "version": current.version + 1}
+    )
 
 
 @dataclass(frozen=True, slots=True)

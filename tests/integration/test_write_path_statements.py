@@ -1,0 +1,111 @@
+"""How many SQL statements the write path sends, on SQLite and PostgreSQL: a state change
+is at most four (lock the row, write it and read it back in one UPDATE … RETURNING, the
+event, the notification), and a claim is one UPDATE … RETURNING whatever it claims."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from service.db import claims
+from service.db import repository as repo
+from service.db.engine import Database
+from service.domain import EventSource, InstanceSpec, Status
+from tests.support.statements import sent_statements
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def spec(name: str = "trainer") -> InstanceSpec:
+    return InstanceSpec(
+        name=name,
+        product_name="RTX 4090 24GB",
+        template_id="212",
+        webhook_url="https://hooks.example.com/novita",
+    )
+
+
+async def create(database: Database, name: str = "trainer", *, at: datetime = T0) -> str:
+    async with database.transaction() as conn:
+        result = await repo.insert_instance(conn, spec(name), now=at)
+    return result.instance.id
+
+
+async def test_a_state_change_is_four_statements_and_returns_what_it_wrote(
+    database: Database,
+) -> None:
+    instance_id = await create(database)
+    now = T0 + timedelta(minutes=1)
+    async with database.transaction() as conn:
+        with sent_statements(database) as sent:
+            result = await repo.change_status(
+                conn,
+                instance_id,
+                Status.PROVISIONING,
+                source=EventSource.PROVISIONER,
+                now=now,
+                provider_status="pending",
+                observed_at=now,
+                changes={"novita_instance_id": "nv-1", "region": "AS-SGP-02"},
+            )
+    assert sent == ["SELECT", "UPDATE", "INSERT", "INSERT"]
+
+    async with database.read() as conn:
+        stored = await repo.get_instance(conn, instance_id)
+        [_, event] = await repo.list_events(conn, instance_id)
+        [_, message] = await repo.list_outbox(conn, instance_id=instance_id)
+    assert result.instance == stored, "the returned instance is the row as written"
+    assert stored.status is Status.PROVISIONING and stored.event_seq == 2
+    assert stored.novita_instance_id == "nv-1" and stored.provider_observed_at == now
+    assert result.event == event and (event.seq, event.to_status) == (2, Status.PROVISIONING)
+    assert (message.event_seq, message.type) == (2, "instance.provisioning")
+    assert message.payload["data"]["sequence"] == 2
+    assert message.payload["data"]["region"] == "AS-SGP-02"
+
+
+async def test_a_change_to_the_same_status_is_two_statements_and_records_no_event(
+    database: Database,
+) -> None:
+    instance_id = await create(database)
+    async with database.transaction() as conn:
+        with sent_statements(database) as sent:
+            result = await repo.change_status(
+                conn,
+                instance_id,
+                Status.PENDING,
+                source=EventSource.RECONCILER,
+                now=T0 + timedelta(minutes=1),
+                provider_status="pending",
+            )
+    assert sent == ["SELECT", "UPDATE"]
+    assert result.event is None
+    assert result.instance.provider_status == "pending" and result.instance.version == 2
+
+
+async def test_a_new_instance_is_three_statements(database: Database) -> None:
+    async with database.transaction() as conn:
+        with sent_statements(database) as sent:
+            result = await repo.insert_instance(conn, spec(), now=T0)
+    assert sent == ["INSERT", "INSERT", "INSERT"]
+    assert result.instance.event_seq == 1 and result.instance.failed_attempts == 0
+    assert result.event is not None and result.event.seq == 1
+
+
+async def test_claiming_nine_rows_is_one_statement_returning_them_in_due_order(
+    database: Database,
+) -> None:
+    ids = [
+        await create(database, f"job-{n}", at=T0 + timedelta(seconds=n)) for n in range(10)
+    ]
+    now = T0 + timedelta(minutes=5)
+    async with database.transaction() as conn:
+        with sent_statements(database) as sent:
+            claimed = await claims.claim_pending(conn, owner="me", now=now, ttl=60, limit=9)
+    assert sent == ["UPDATE"]
+    assert [i.id for i in claimed] == ids[:9], "the longest-due rows, oldest first"
+    assert {(i.claim_owner, i.claim_expires_at) for i in claimed} == {
+        ("me", now + timedelta(seconds=60))
+    }
+
+    async with database.transaction() as conn:
+        again = await claims.claim_pending(conn, owner="other", now=now, ttl=60, limit=9)
+    assert [i.id for i in again] == ids[9:], "claimed rows are not claimed twice"
