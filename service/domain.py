@@ -187,7 +187,8 @@ class Instance:
     # Spot-interruption recovery (policy worker); defaults keep older constructors valid.
     interruption_policy: dict[str, Any] | None = None
     recovery_attempts: int = 0
-    failed_attempts: int = 0  # consecutive failed polls: their backoff
+    failed_attempts: int = 0  # consecutive failed polls or deferrals: their backoff
+    next_probe_at: datetime | None = None  # readiness: the next probe, not before
     recovery_started_at: datetime | None = None
     recovery_next_at: datetime | None = None
     idle_noted_at: datetime | None = None

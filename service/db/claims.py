@@ -18,6 +18,7 @@ instance anyone outside the workers should see.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -40,7 +41,9 @@ async def _claim(
     now: datetime,
     ttl: float,
     limit: int,
+    also: Mapping[str, object] | None = None,
 ) -> list[Instance]:
+    """Claim up to `limit` rows meeting `condition`, writing `also` with the claim."""
     due = (
         sa.select(instances.c.id)
         .where(condition, _claim_is_free(now))
@@ -53,7 +56,9 @@ async def _claim(
     rows = await conn.execute(
         instances.update()
         .where(instances.c.id.in_(due.scalar_subquery()))
-        .values(claim_owner=owner, claim_expires_at=now + timedelta(seconds=ttl))
+        .values(
+            claim_owner=owner, claim_expires_at=now + timedelta(seconds=ttl), **(also or {})
+        )
         .returning(instances)
     )
     claimed = [instance_from_mapping(row._mapping) for row in rows]
@@ -156,13 +161,35 @@ async def release(
 
 
 async def claim_for_probe(
-    conn: AsyncConnection, instance_ids: list[str], *, owner: str, now: datetime, ttl: float
+    conn: AsyncConnection,
+    instance_ids: list[str],
+    *,
+    owner: str,
+    now: datetime,
+    ttl: float,
+    probe_again_at: datetime,
 ) -> list[Instance]:
-    """Claim those of `instance_ids` that are still `running` and not claimed by anyone else
-    (a poll in flight, or another process's probe): one prober per instance at a time."""
+    """Claim those of `instance_ids` that are still `running`, due for a probe and not
+    claimed by anyone else (a poll in flight, or another process's probe): one prober per
+    instance at a time. The next probe is set to `probe_again_at` with the claim, so every
+    process keeps to one pace per instance."""
     if not instance_ids:
         return []
     condition = sa.and_(
-        instances.c.id.in_(instance_ids), instances.c.status == Status.RUNNING.value
+        instances.c.id.in_(instance_ids),
+        instances.c.status == Status.RUNNING.value,
+        _probe_is_due(now),
     )
-    return await _claim(conn, condition, owner=owner, now=now, ttl=ttl, limit=len(instance_ids))
+    return await _claim(
+        conn,
+        condition,
+        owner=owner,
+        now=now,
+        ttl=ttl,
+        limit=len(instance_ids),
+        also={"next_probe_at": probe_again_at},
+    )
+
+
+def _probe_is_due(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(instances.c.next_probe_at.is_(None), instances.c.next_probe_at <= now)

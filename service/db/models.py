@@ -100,6 +100,9 @@ instances = sa.Table(
     # Consecutive failed polls (migration 0009): the backoff before the next, on the row so
     # a restart or another process keeps it.
     sa.Column("failed_attempts", sa.Integer, nullable=False, server_default="0"),
+    # When the readiness worker may probe a running instance again (migration 0010): on
+    # the row, so every process keeps to one pace per instance.
+    sa.Column("next_probe_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("novita_instance_id"),
     sa.CheckConstraint(_in("status", STATUS_VALUES), name="status"),
     sa.CheckConstraint(_in("billing_mode", BILLING_MODES), name="billing_mode"),
@@ -263,6 +266,8 @@ sa.Index(
 sa.Index(None, instance_events.c.instance_id, instance_events.c.to_status, instance_events.c.at)
 # Delivery counts and latency percentiles per window without touching the outbox rows.
 sa.Index(None, outbox.c.status, outbox.c.created_at, outbox.c.delivered_at)
+# Retention: settled notifications are found by status and the time they settled.
+sa.Index(None, outbox.c.status, outbox.c.updated_at)
 
 # The built-in simulator's world (`serve --simulator`), one JSON document, so a restart on
 # the same database finds the instances it left (service/simulator/persistence.py).

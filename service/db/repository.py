@@ -116,6 +116,7 @@ def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
         interruption_policy=m["interruption_policy"],
         recovery_attempts=m["recovery_attempts"] or 0,
         failed_attempts=m["failed_attempts"],
+        next_probe_at=m["next_probe_at"],
         recovery_started_at=m["recovery_started_at"],
         recovery_next_at=m["recovery_next_at"],
         idle_noted_at=m["idle_noted_at"],
@@ -379,7 +380,7 @@ async def change_status(
     values["status_reason"] = reason
     values["event_seq"] = current.event_seq + 1
     if target in _NEW_RUN:
-        values.update(running_at=None, ready_at=None)
+        values.update(running_at=None, ready_at=None, next_probe_at=None)
     if target in _STAMPS:
         values[_STAMPS[target]] = now
     if target in TERMINAL_STATUSES:

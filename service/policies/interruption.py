@@ -7,10 +7,12 @@ exponentially from a base delay.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from service.backoff import backoff_seconds
 from service.domain import Instance, InstanceSpec
 from service.provisioning.selection import DEFAULT_REGION_PRIORITY
 
@@ -56,7 +58,7 @@ def is_exhausted(
 
 def next_attempt_at(attempts: int, now: datetime, base_seconds: float) -> datetime:
     """After the `attempts`-th failed attempt: base, 2 x base, 4 x base, ..."""
-    return now + timedelta(seconds=base_seconds * 2 ** max(0, attempts - 1))
+    return now + timedelta(seconds=backoff_seconds(attempts, base=base_seconds, cap=math.inf))
 
 
 def replacement_regions(instance: Instance) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import structlog
 
+from service.backoff import backoff_seconds
 from service.db.outage import describe, is_database_outage
 
 log = structlog.get_logger(__name__)
@@ -82,7 +83,9 @@ class WorkerLoop:
             except Exception as error:
                 consecutive_failures += 1
                 self.failures += 1
-                delay = min(self.max_backoff, self.error_backoff * 2 ** (consecutive_failures - 1))
+                delay = backoff_seconds(
+                    consecutive_failures, base=self.error_backoff, cap=self.max_backoff
+                )
                 if not is_database_outage(error):
                     log.exception(
                         "worker.iteration_failed", worker=self.worker.name, retry_in=delay

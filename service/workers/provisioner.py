@@ -38,6 +38,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.backoff import backoff_seconds
 from service.clock import Clock
 from service.db import claims
 from service.db import repository as repo
@@ -143,7 +144,6 @@ class Provisioner:
         self.blocks = blocks or CapacityBlocks(clock, ttl=300.0)
         self._caches = ProvisioningCaches(self.catalogue, self.templates, self.blocks)
         self.paused = False  # True while the breaker is open: shown by /health
-        self._deferrals: dict[str, int] = {}
 
     @classmethod
     def from_resources(cls, resources: Resources) -> Provisioner:
@@ -440,7 +440,6 @@ class Provisioner:
         if holder is not None:
             await self._provider_id_conflict(current, novita_id, holder)
             return False
-        self._deferrals.pop(instance.id, None)
         if delete_at_novita:
             await self._delete_unwanted(instance.id, novita_id, current.status)
             return False
@@ -472,7 +471,7 @@ class Provisioner:
                 detail=detail,
                 changes={**facts, "submitted_at": current.submitted_at or now},
             )
-            await claims.release(conn, current.id, owner=self.owner)
+            await claims.release(conn, current.id, owner=self.owner, failed_attempts=0)
         elif current.status is Status.DELETING and current.novita_instance_id is None:
             # Deleted by the client while the create was in flight: keep the id so the
             # reconciler can confirm the delete, and delete it.
@@ -485,7 +484,7 @@ class Provisioner:
                 provider_status=provider_status,
                 changes={"novita_instance_id": novita_id, "next_check_at": now},
             )
-            await claims.release(conn, current.id, owner=self.owner)
+            await claims.release(conn, current.id, owner=self.owner, failed_attempts=0)
             delete_at_novita = True
         elif current.novita_instance_id != novita_id:
             delete_at_novita = True  # the row is gone or has another instance: an orphan
@@ -559,27 +558,41 @@ class Provisioner:
                 reason=reason,
                 detail=detail,
             )
-        self._deferrals.pop(instance.id, None)
         log.warning("provision.failed", instance_id=instance.id, reason=reason)
 
     async def _defer(self, instance: Instance, error: NovitaError | None) -> None:
-        """Leave the row as it is, due again after a growing backoff."""
-        failures = self._deferrals.get(instance.id, 0) + 1
-        self._deferrals[instance.id] = failures
-        delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (failures - 1))
-        if error is not None and error.retry_after:
-            delay = max(delay, error.retry_after)
+        """Leave the row as it is, due again after a growing backoff. The deferrals in a
+        row are counted on the row (`failed_attempts`, as the claim read it), so a restart
+        or another process carries on with the same backoff."""
+        failures = instance.failed_attempts + 1
+        delay = backoff_seconds(
+            failures,
+            base=self.config.backoff_base,
+            cap=self.config.backoff_max,
+            retry_after=error.retry_after if error is not None else None,
+        )
         log.info(
             "provision.deferred",
             instance_id=instance.id,
             error=error.code if error else None,
+            deferrals=failures,
             retry_in=delay,
         )
-        await self._release(instance, self._clock.now() + timedelta(seconds=delay))
+        await self._release(
+            instance, self._clock.now() + timedelta(seconds=delay), failed_attempts=failures
+        )
 
-    async def _release(self, instance: Instance, next_check_at: datetime) -> None:
+    async def _release(
+        self, instance: Instance, next_check_at: datetime, *, failed_attempts: int | None = None
+    ) -> None:
         async with self._db.transaction() as conn:
-            await claims.release(conn, instance.id, owner=self.owner, next_check_at=next_check_at)
+            await claims.release(
+                conn,
+                instance.id,
+                owner=self.owner,
+                next_check_at=next_check_at,
+                failed_attempts=failed_attempts,
+            )
 
     # -- finding what an earlier create made ---------------------------------------------
 
@@ -668,7 +681,6 @@ class Provisioner:
                     now=self._clock.now(),
                     detail={"message": "no Novita instance was created"},
                 )
-        self._deferrals.pop(instance.id, None)
 
 
 async def _holder(conn: AsyncConnection, novita_id: str, instance_id: str) -> Instance | None:

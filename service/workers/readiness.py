@@ -79,7 +79,6 @@ class ReadinessWorker:
         self.probes = 0
         self.ready_total = 0
         self.timed_out_total = 0
-        self._next_probe: dict[str, float] = {}  # monotonic seconds, per instance
         self._refusals_reported: set[str] = set()
 
     @classmethod
@@ -101,23 +100,21 @@ class ReadinessWorker:
         async with self._db.read() as conn:
             running = await sweeps.running_instances(conn, limit=self.config.scan_limit)
         self.awaiting = len(running)
-        alive = {instance.id for instance in running}
-        for gone in set(self._next_probe) - alive:
-            del self._next_probe[gone]
-        now_mono = self._clock.monotonic()
-        due = [i for i in running if self._next_probe.get(i.id, now_mono) <= now_mono]
+        self._refusals_reported &= {instance.id for instance in running}
+        now = self._clock.now()
+        # The pace is on the row (`next_probe_at`, set with the claim), shared by processes.
+        due = [i for i in running if i.next_probe_at is None or i.next_probe_at <= now]
         due = due[: self.config.batch_size]
         if not due:
             return 0
-        for instance in due:
-            self._next_probe[instance.id] = now_mono + self.config.interval
         async with self._db.transaction() as conn:
             claimed = await claims.claim_for_probe(
                 conn,
                 [instance.id for instance in due],
                 owner=self.owner,
-                now=self._clock.now(),
+                now=now,
                 ttl=self.config.claim_ttl,
+                probe_again_at=now + timedelta(seconds=self.config.interval),
             )
         plans = {i.id: probe_targets(i.port_mappings, i.readiness) for i in claimed}
         jobs = {

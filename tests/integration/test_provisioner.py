@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,6 +20,8 @@ from service.provisioning.catalogue import CatalogueCache
 from service.provisioning.naming import instance_id_from_provider_name
 from service.provisioning.selection import SelectionRequest, select_candidates
 from service.provisioning.templates import merge_template
+from service.resources import open_resources
+from service.settings import load_settings
 from service.simulator import Simulator
 from service.workers.provisioner import Provisioner, build_create_request
 from tests.integration.provisioning_helpers import (
@@ -445,3 +448,41 @@ async def test_deleted_request_whose_create_never_landed_ends_deleted(
 
     assert (await load(database, instance_id)).status is Status.DELETED
     assert simulator.instances() == []
+
+
+async def test_a_deferral_backoff_survives_a_restart(database_url: str) -> None:
+    """The deferrals in a row are counted on the row: a process started afresh on the same
+    database waits as long as the old one would have, not from the start of the ladder."""
+    settings = load_settings(
+        database_url=database_url,
+        novita_simulator=True,
+        max_retry_attempts=1,
+        poll_interval_transitional=5,
+        poll_error_max_backoff=300,
+    )
+    clock = ManualClock()
+    async with open_resources(settings, clock=clock, migrate=True) as resources:
+        assert resources.simulator is not None
+        instance_id = await add_instance(resources.database, clock)
+        resources.simulator.faults.error_rate = 1.0
+        await Provisioner.from_resources(resources).run_once()
+        first = await load(resources.database, instance_id)
+    assert (first.status, first.failed_attempts) == (Status.PENDING, 1)
+    assert first.next_check_at == clock.now() + timedelta(seconds=5)
+
+    clock.advance(5)
+    async with open_resources(settings, clock=clock) as resources:  # a new process
+        assert resources.simulator is not None
+        resources.simulator.faults.error_rate = 1.0
+        provisioner = Provisioner.from_resources(resources)
+        await provisioner.run_once()
+        second = await load(resources.database, instance_id)
+        assert second.failed_attempts == 2
+        assert second.next_check_at == clock.now() + timedelta(seconds=10), "5 s doubled"
+
+        resources.simulator.faults.error_rate = 0.0
+        clock.advance(10)
+        await provisioner.run_once()
+        provisioned = await load(resources.database, instance_id)
+    assert provisioned.status is Status.PROVISIONING
+    assert provisioned.failed_attempts == 0, "a poll of the new instance starts afresh"

@@ -113,6 +113,29 @@ async def test_an_app_that_comes_up_late_is_ready_only_once_its_ports_answer(
     assert (await load(database, instance_id)).status is Status.READY
 
 
+async def test_the_probe_pace_is_the_rows_and_holds_across_processes(
+    database: Database,
+    simulator: Simulator,
+    sim_clock: ManualClock,
+    provisioner: Provisioner,
+    reconciler: Reconciler,
+    readiness: ReadinessWorker,
+) -> None:
+    instance_id, _ = await running(
+        database, simulator, sim_clock, provisioner, reconciler, app_delay=60
+    )
+    assert await readiness.run_once() == 1
+    assert (await load(database, instance_id)).next_probe_at == sim_clock.now() + timedelta(
+        seconds=5
+    )
+    # Another process (or this one restarted) keeps to the same pace.
+    other = make_readiness(database, sim_clock, owner="ready-2")
+    assert await other.run_once() == 0, "not probed again before the interval"
+    await advance(simulator, sim_clock, 5)
+    assert await other.run_once() == 1
+    assert await readiness.run_once() == 0
+
+
 async def test_an_app_that_never_answers_fails_with_startup_timeout(
     database: Database,
     simulator: Simulator,
