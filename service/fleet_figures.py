@@ -1,9 +1,9 @@
-"""The database figures `/health` shows, kept fresh by one background task.
+"""The database figures `/health` and `/metrics` show, kept fresh by one background task.
 
-`/health` is unauthenticated and polled often; counting instances and notifications by
+Both are unauthenticated and polled often; counting instances and notifications by
 status (GROUP BYs over tables that grow) on every call would let anyone put load on the
-database. Instead this keeper reads them every `interval` seconds and `/health` answers
-from the last reading: its counts are at most that old (`checks.database.figuresAgeSeconds`
+database. Instead this keeper reads them every `interval` seconds and both answer from
+the last reading: its counts are at most that old (`checks.database.figuresAgeSeconds`
 says how old), and the database counts as down when the last reading failed.
 """
 
@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.clock import Clock
 from service.db.engine import Database
 from service.db.stats import ServiceCounts, Stuck, service_counts, stuck_instances
+from service.db.status_ages import oldest_entry_by_status
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +34,8 @@ class FleetReading:
     taken_at: datetime
     counts: ServiceCounts | None
     stuck: dict[str, Stuck]
+    # When the longest-waiting instance entered each transitional status it is in.
+    entered: dict[str, datetime]
 
     @property
     def database_up(self) -> bool:
@@ -63,10 +66,11 @@ class FleetFigures:
             async with self._database.read() as conn:
                 counts: ServiceCounts | None = await service_counts(conn)
                 stuck = await stuck_instances(conn, now, self._stuck_after_seconds)
+                entered = await oldest_entry_by_status(conn)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("fleet_figures.database_unreachable", error=type(exc).__name__)
-            counts, stuck = None, {}
-        self.latest = FleetReading(now, counts, stuck)
+            counts, stuck, entered = None, {}, {}
+        self.latest = FleetReading(now, counts, stuck, entered)
         return self.latest
 
     async def start(self) -> None:

@@ -11,6 +11,7 @@ from service.novita.errors import NovitaError
 from tests.acceptance.test_inbound_webhooks import event, post, signed
 from tests.acceptance.test_lifecycle_flow import BODY
 from tests.plugins.service import API_KEY, INBOUND_SECRET, WEBHOOK_SECRET, ServiceUnderTest
+from tests.support.statements import sent_statements
 
 
 async def scrape(service: ServiceUnderTest) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -37,6 +38,7 @@ async def test_metrics_count_requests_by_route_and_read_live_state(
     raw, headers = signed(service, event())
     await post(service, raw, headers)
     await post(service, raw, headers)
+    await service.resources.figures.refresh()  # what the background reader does
 
     samples = await scrape(service)
     route = "/api/instances/{instance_id}"
@@ -51,6 +53,19 @@ async def test_metrics_count_requests_by_route_and_read_live_state(
     assert samples[("webhooks_inbox_backlog", ())] == 1
     assert samples[("novita_breaker_state", ())] == 0
     assert ("http_request_duration_seconds_count", (("method", "GET"), ("route", route))) in samples
+
+
+async def test_a_scrape_sends_nothing_to_the_database(service: ServiceUnderTest) -> None:
+    """The database figures of /metrics are the background reading /health shows too."""
+    await service.call("POST", "/api/instances", json=BODY)
+    figures = service.resources.figures
+    await figures.stop()  # no background reading during the scrape: only the scrape counts
+    await figures.refresh()
+    with sent_statements(service.resources.database) as sent:
+        samples = await scrape(service)
+    assert sent == []
+    assert samples[("instances", (("status", "pending"),))] == 1
+    assert samples[("database_up", ())] == 1
 
 
 async def test_health_reports_backlogs_without_secrets_or_hosts(service: ServiceUnderTest) -> None:
