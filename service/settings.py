@@ -13,7 +13,14 @@ import binascii
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -136,6 +143,20 @@ class Settings(BaseSettings):
         ge=4,
         le=365,
         description="Days processed inbound webhooks are kept (senders retry for 3).",
+    )
+    notification_retention_days: float = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Days delivered notifications (and cancelled or targetless ones) are "
+        "kept, with their delivery attempts, after they settled.",
+    )
+    dead_notification_retention_days: float = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="Days dead letters (failed notifications) are kept after they failed, "
+        "for someone to see and redeliver; at least NOTIFICATION_RETENTION_DAYS.",
     )
     webhook_url: str | None = Field(
         default=None, description="Default notification URL when an instance has none."
@@ -382,6 +403,17 @@ class Settings(BaseSettings):
                 return None
             if not value.startswith(("http://", "https://")):
                 raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("dead_notification_retention_days")
+    @classmethod
+    def _dead_letters_outlive_delivered(cls, value: float, info: ValidationInfo) -> float:
+        delivered = info.data.get("notification_retention_days")
+        if delivered is not None and value < delivered:
+            raise ValueError(
+                f"must be at least NOTIFICATION_RETENTION_DAYS ({delivered:g}): a dead letter "
+                "is kept at least as long as a delivered notification"
+            )
         return value
 
     @field_validator("database_url")

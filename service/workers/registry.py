@@ -14,6 +14,7 @@ from service.workers.provisioner import build_provisioner_loop
 from service.workers.readiness import build_readiness_loop
 from service.workers.reconciler import build_reconciler_loop
 from service.workers.relister import build_relister_loop
+from service.workers.retention import build_retention_loop
 
 
 def build_worker_loops(resources: Resources) -> list[WorkerLoop]:
@@ -26,4 +27,5 @@ def build_worker_loops(resources: Resources) -> list[WorkerLoop]:
     loops.append(build_relister_loop(resources))
     loops.append(build_readiness_loop(resources))
     loops.append(build_policy_loop(resources))
+    loops.append(build_retention_loop(resources))
     return loops

@@ -49,6 +49,7 @@ async def test_full_lifespan_with_the_built_in_simulator(database: Database) -> 
         "applier",
         "notifier",
         "policy",
+        "retention",
     }
     assert expected <= set(workers), workers
     assert workers["relister"]["isLeader"] in (True, False)

@@ -75,6 +75,13 @@ def test_env_file_is_read(tmp_path: object) -> None:
         ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ("STARTUP_TIMEOUT", "soon", "STARTUP_TIMEOUT"),
         ("TRUSTED_PROXIES", "10.0.0.1,proxy.local", "TRUSTED_PROXIES 'proxy.local' is not an IP"),
+        ("NOTIFICATION_RETENTION_DAYS", "0", "NOTIFICATION_RETENTION_DAYS"),
+        (
+            "NOTIFICATION_RETENTION_DAYS",
+            "120",  # dead letters (90 by default) would then go before delivered ones
+            "DEAD_NOTIFICATION_RETENTION_DAYS must be at least NOTIFICATION_RETENTION_DAYS",
+        ),
+        ("DEAD_NOTIFICATION_RETENTION_DAYS", "forever", "DEAD_NOTIFICATION_RETENTION_DAYS"),
     ],
 )
 def test_bad_value_names_the_variable_and_exits_2(
