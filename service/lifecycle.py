@@ -377,6 +377,7 @@ class Lifecycle:
                 kind=asked.kind,
                 reason=asked.reason,
                 detail=_with(asked.detail, confirmed),
+                locked=current,
             )
             if result.event is None:
                 await repo.set_action_intent(conn, instance.id, None)

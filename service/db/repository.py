@@ -339,11 +339,15 @@ async def change_status(
     observed_at: datetime | None = None,
     detail: Mapping[str, Any] | None = None,
     changes: Mapping[str, Any] | None = None,
+    locked: Instance | None = None,
 ) -> TransitionResult:
     """Move an instance to `target`, recording the event and the outbox row atomically.
 
     Four statements: lock and read the row, write it (`UPDATE ... RETURNING`, guarded by
-    its version), insert the event, insert the notification; nothing is read back.
+    its version), insert the event, insert the notification; nothing is read back. A
+    caller that has locked the row in this transaction already passes it as `locked` (as
+    it read it, or as the last `change_status` returned it), and the read is skipped; a
+    row changed since then fails the version guard instead of being overwritten.
     A change to the status the instance already has records no event: it only refreshes
     the provider facts given (`provider_status`, `observed_at`, `changes`). Raises
     `IllegalTransitionError` when the table forbids the move, `InstanceNotFoundError`
@@ -354,7 +358,9 @@ async def change_status(
     if unknown:
         raise ValueError(f"columns not changeable through change_status: {sorted(unknown)}")
 
-    current = await get_instance(conn, instance_id, for_update=True)
+    if locked is not None and locked.id != instance_id:
+        raise ValueError(f"the locked row is {locked.id}, not {instance_id}")
+    current = locked or await get_instance(conn, instance_id, for_update=True)
     values: dict[str, Any] = {**changes, "updated_at": now, "version": current.version + 1}
     if provider_status is not None:
         values["provider_status"] = provider_status

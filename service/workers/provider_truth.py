@@ -199,6 +199,7 @@ async def apply_observation(
     if next_check_at is not None and final not in (Status.DELETED, Status.FAILED):
         changes["next_check_at"] = next_check_at(final)
     recorded: list[tuple[Status, InstanceEvent]] = []
+    row = current  # locked above; each step returns the row as it wrote it
     for step in path:
         result = await repo.change_status(
             conn,
@@ -211,7 +212,9 @@ async def apply_observation(
             observed_at=report.observed_at,
             detail=report.detail,
             changes=changes or None,
+            locked=row,
         )
+        row = result.instance
         if result.event is not None:
             recorded.append((step, result.event))
     if planned.unrecognised:

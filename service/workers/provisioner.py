@@ -557,6 +557,7 @@ class Provisioner:
                 now=self._clock.now(),
                 reason=reason,
                 detail=detail,
+                locked=current,
             )
         log.warning("provision.failed", instance_id=instance.id, reason=reason)
 

@@ -158,6 +158,7 @@ class ReadinessWorker:
                     now=now,
                     detail=detail if targets else {"probes": [], "note": "no port to probe"},
                     changes=changes,
+                    locked=current,
                 )
                 self.ready_total += 1
                 log.info("readiness.ready", instance_id=instance.id)
@@ -171,6 +172,7 @@ class ReadinessWorker:
                     reason=STARTUP_TIMEOUT,
                     now=now,
                     detail={**detail, "startupTimeout": self.config.startup_timeout},
+                    locked=current,
                 )
                 self.timed_out_total += 1
                 log.warning(

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from service.db import claims
 from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import EventSource, InstanceSpec, Status
+from service.provisioning.status_map import Observation
+from service.workers.provider_truth import Report, Verdict, apply_observation
 from tests.support.statements import sent_statements
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -109,3 +113,67 @@ async def test_claiming_nine_rows_is_one_statement_returning_them_in_due_order(
     async with database.transaction() as conn:
         again = await claims.claim_pending(conn, owner="other", now=now, ttl=60, limit=9)
     assert [i.id for i in again] == ids[9:], "claimed rows are not claimed twice"
+
+
+async def test_applying_an_observation_that_moves_one_step_is_four_statements(
+    database: Database,
+) -> None:
+    """The applier locks and reads the row once; `change_status` reuses that row."""
+    instance_id = await create(database)
+    async with database.transaction() as conn:
+        await repo.change_status(
+            conn,
+            instance_id,
+            Status.PROVISIONING,
+            source=EventSource.PROVISIONER,
+            now=T0 + timedelta(minutes=1),
+            changes={"novita_instance_id": "nv-1"},
+        )
+    now = T0 + timedelta(minutes=2)
+    report = Report(
+        observation=Observation(status="running"),
+        observed_at=now,
+        source=EventSource.WEBHOOK,
+        detail={},
+    )
+    async with database.transaction() as conn:
+        with sent_statements(database) as sent:
+            applied = await apply_observation(
+                conn, instance_id, report, now=now, settle_seconds=30
+            )
+    assert (applied.verdict, applied.status) == (Verdict.APPLIED, Status.RUNNING)
+    assert sent == ["SELECT", "UPDATE", "INSERT", "INSERT"]
+    async with database.read() as conn:
+        stored = await repo.get_instance(conn, instance_id)
+    assert (stored.status, stored.event_seq, stored.provider_observed_at) == (
+        Status.RUNNING,
+        3,
+        now,
+    )
+
+
+async def test_a_stale_locked_row_fails_the_version_guard_instead_of_overwriting(
+    database: Database,
+) -> None:
+    instance_id = await create(database)
+    async with database.read() as conn:
+        stale = await repo.get_instance(conn, instance_id)
+    async with database.transaction() as conn:  # someone else changes the row meanwhile
+        await repo.change_status(
+            conn,
+            instance_id,
+            Status.PENDING,
+            source=EventSource.RECONCILER,
+            now=T0 + timedelta(minutes=1),
+            provider_status="pending",
+        )
+    async with database.transaction() as conn:
+        with pytest.raises(RuntimeError, match="changed underneath"):
+            await repo.change_status(
+                conn,
+                instance_id,
+                Status.FAILED,
+                source=EventSource.PROVISIONER,
+                now=T0 + timedelta(minutes=2),
+                locked=stale,
+            )
