@@ -121,45 +121,56 @@ async def store_batch(
     return {record.webhook_id for record in new}
 
 
+_CLAIMED = (
+    inbound_webhooks.c.id,
+    inbound_webhooks.c.webhook_id,
+    inbound_webhooks.c.received_at,
+    inbound_webhooks.c.event_type,
+    inbound_webhooks.c.provider_instance_id,
+    sa.cast(inbound_webhooks.c.payload, sa.Text),
+)
+
+
+def claim(
+    conn: sa.Connection, *, limit: int, ids: Sequence[int] | None = None
+) -> list[StoredWebhook]:
+    """The oldest unapplied events (of `ids`, when given), locked for this transaction
+    (others skip them). Synchronous: see `claim_unprocessed` for an async connection."""
+    c = inbound_webhooks.c
+    query = sa.select(*_CLAIMED).where(c.processed_at.is_(None))
+    if ids is not None:
+        query = query.where(_one_of(conn, c.id, list(ids)))
+    query = query.order_by(c.id).limit(limit).with_for_update(skip_locked=True)
+    return [StoredWebhook(*row) for row in conn.execute(query)]
+
+
 async def claim_unprocessed(conn: AsyncConnection, *, limit: int) -> list[StoredWebhook]:
     """The oldest unapplied events, locked for this transaction (others skip them)."""
-    c = inbound_webhooks.c
-    query = (
-        sa.select(
-            c.id,
-            c.webhook_id,
-            c.received_at,
-            c.event_type,
-            c.provider_instance_id,
-            sa.cast(c.payload, sa.Text),
-        )
-        .where(c.processed_at.is_(None))
-        .order_by(c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return [StoredWebhook(*row) for row in await conn.execute(query)]
+    return await conn.run_sync(lambda sync: claim(sync, limit=limit))
 
 
-async def mark_processed(conn: AsyncConnection, outcomes: dict[int, str], *, now: datetime) -> None:
-    """One UPDATE per distinct outcome. The ids go in as one array on PostgreSQL (one
-    prepared statement whatever their number); on SQLite they are written into the
-    statement (integers we read) rather than bound one by one, which for a batch of
-    hundreds was most of the statement's cost."""
+def mark(conn: sa.Connection, outcomes: dict[int, str], *, now: datetime) -> None:
+    """Stamp each event processed with its outcome: one UPDATE per distinct outcome."""
     by_outcome: dict[str, list[int]] = {}
     for row_id, outcome in outcomes.items():
         by_outcome.setdefault(outcome, []).append(row_id)
-    c = inbound_webhooks.c
     for outcome, ids in by_outcome.items():
-        if conn.dialect.name == "postgresql":
-            chosen = c.id == sa.any_(
-                sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.BigInteger))
-            )
-        else:
-            chosen = c.id.in_(sa.bindparam("ids", ids, expanding=True, literal_execute=True))
-        await conn.execute(
-            inbound_webhooks.update().where(chosen).values(processed_at=now, outcome=outcome)
+        conn.execute(
+            inbound_webhooks.update()
+            .where(_one_of(conn, inbound_webhooks.c.id, ids))
+            .values(processed_at=now, outcome=outcome)
         )
+
+
+def _one_of(
+    conn: sa.Connection, column: sa.ColumnElement[Any], ids: list[int]
+) -> sa.ColumnElement[bool]:
+    """`column IN ids`. On PostgreSQL one array parameter (one prepared statement whatever
+    their number); on SQLite the ids (integers we read) are written into the statement
+    rather than bound one by one, which for hundreds of them was most of its cost."""
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.BigInteger)))
+    return column.in_(sa.bindparam("ids", ids, expanding=True, literal_execute=True))
 
 
 async def prune(conn: AsyncConnection, *, received_before: datetime) -> int:

@@ -1,6 +1,7 @@
 """What the applier of a batch of webhooks reads and writes of each instance: its status
 and what Novita last said of it, read for a whole batch in one query and written back for
-a whole batch in one executemany.
+a whole batch in one executemany. Synchronous, like the applier's pass that uses them
+(`AsyncConnection.run_sync`, or a thread of its own on a SQLite file).
 
 A webhook that only confirms an instance's status (most of them) changes nothing but these
 columns; reading the whole row for each (JSON columns and all) cost more than the rest of
@@ -15,7 +16,6 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.models import instances
 from service.domain import TERMINAL_STATUSES, Status
@@ -47,8 +47,8 @@ _COLUMNS = (
 )
 
 
-async def by_novita_id(
-    conn: AsyncConnection, novita_ids: Sequence[str], *, for_update: bool = False
+def by_novita_id(
+    conn: sa.Connection, novita_ids: Sequence[str], *, for_update: bool = False
 ) -> dict[str, ProviderFacts]:
     """Novita id → the facts of our row, for the given Novita ids that we know (one query;
     with `for_update`, the rows are locked, in the order of our ids)."""
@@ -65,18 +65,8 @@ async def by_novita_id(
     if for_update:
         query = query.with_for_update()
     found = {}
-    for (
-        row_id,
-        novita_id,
-        status,
-        provider_status,
-        observed_at,
-        updated_at,
-        version,
-    ) in await conn.execute(query):
-        found[novita_id] = ProviderFacts(
-            row_id, novita_id, Status(status), provider_status, observed_at, updated_at, version
-        )
+    for row_id, novita_id, status, *facts in conn.execute(query):
+        found[novita_id] = ProviderFacts(row_id, novita_id, Status(status), *facts)
     return found
 
 
@@ -95,12 +85,12 @@ _WRITE = (
 )
 
 
-async def write(conn: AsyncConnection, changed: Sequence[tuple[int, ProviderFacts]]) -> None:
+def write(conn: sa.Connection, changed: Sequence[tuple[int, ProviderFacts]]) -> None:
     """Write each row's facts over the version it had when read, `(read version, facts)`,
     in one executemany (status is not written: it has not changed)."""
     if not changed:
         return
-    result = await conn.execute(
+    result = conn.execute(
         _WRITE,
         [
             {

@@ -10,9 +10,12 @@ relist. Every stored event gets an outcome.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,6 +23,7 @@ from service.clock import Clock
 from service.db import inbox, provider_facts
 from service.db.engine import Database
 from service.db.inbox import StoredWebhook
+from service.db.plain_sqlite import PlainSqliteTransactions
 from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource
 from service.provisioning.status_map import Observation
@@ -91,6 +95,76 @@ def _parse_time(value: Any) -> datetime | None:
     return None
 
 
+@dataclass(slots=True)
+class _Pass:
+    """What one pass over a batch decided: each event's outcome, and the events left to
+    `apply_observation` (a change of status, or what follows one for the same instance)."""
+
+    outcomes: dict[int, str] = field(default_factory=dict)
+    deferred: list[int] = field(default_factory=list)
+
+
+def _apply_pass(conn: sa.Connection, *, limit: int, now: datetime, clock: Clock) -> _Pass:
+    """Claim up to `limit` events and decide each on the rows read (and locked) once for
+    the batch; write what confirms a status in one statement and mark the outcomes.
+    Synchronous, so it runs as one unit on a thread (SQLite file) or through `run_sync`."""
+    events = inbox.claim(conn, limit=limit)
+    rows = provider_facts.by_novita_id(
+        conn,
+        sorted({e.provider_instance_id for e in events if e.provider_instance_id}),
+        for_update=True,
+    )
+    done = _Pass()
+    read_version: dict[str, int] = {}  # of each row confirmed: the version written over
+    waiting: set[str] = set()  # instances with a deferred event: their later ones wait too
+    for event in events:
+        quick = _triage(event, rows)
+        if quick is not None:
+            done.outcomes[event.id] = quick
+            continue
+        novita_id = str(event.provider_instance_id)
+        if novita_id in waiting:
+            done.deferred.append(event.id)
+            continue
+        current = rows[novita_id]
+        try:
+            report = _report(event)
+            planned = None if report is None else plan(current, report, now=now)
+        except Exception:
+            log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
+            done.outcomes[event.id] = "error"
+            continue
+        if report is None or planned is None:
+            done.outcomes[event.id] = "no_status"
+        elif planned.verdict is not None:
+            done.outcomes[event.id] = planned.verdict.value
+        elif planned.confirms:
+            # Most webhooks say what we know already: no event, and every such report
+            # about one instance comes down to one row written at the end.
+            read_version.setdefault(novita_id, current.version)
+            rows[novita_id] = confirmed(current, report, planned, now)
+            verdict = Verdict.UNRECOGNISED if planned.unrecognised else Verdict.UNCHANGED
+            done.outcomes[event.id] = verdict.value
+        else:
+            waiting.add(novita_id)
+            done.deferred.append(event.id)
+    provider_facts.write(conn, [(read_version[key], rows[key]) for key in read_version])
+    # Stamped as the batch is marked, so `processed_at - received_at` is the lag.
+    inbox.mark(conn, done.outcomes, now=clock.now())
+    return done
+
+
+def _triage(event: StoredWebhook, known: Mapping[str, ProviderFacts]) -> str | None:
+    """The outcome of an event that needs no state change, else None."""
+    if event.event_type not in STATUS_EVENTS and event.event_type != "instance.ready":
+        return "ignored_type"
+    if event.provider_instance_id is None:
+        return "no_instance_id"
+    if event.provider_instance_id not in known:
+        return "unknown_instance"
+    return None
+
+
 class InboxApplier:
     name = "applier"
 
@@ -109,6 +183,10 @@ class InboxApplier:
         self.action_settle = action_settle
         self.retention = retention
         self._last_prune: datetime | None = None
+        # On a SQLite file the pass is one transaction on a thread (see plain_sqlite).
+        self._plain = (
+            PlainSqliteTransactions(database) if database.sqlite_file is not None else None
+        )
         self.applied = 0
 
     @classmethod
@@ -122,71 +200,57 @@ class InboxApplier:
 
     async def run_once(self) -> int:
         now = self._clock.now()
-        async with self._db.transaction() as conn:
-            events = await inbox.claim_unprocessed(conn, limit=self.batch_size)
-            # One query reads (and locks) every instance the batch is about.
-            rows = await provider_facts.by_novita_id(
-                conn,
-                sorted({e.provider_instance_id for e in events if e.provider_instance_id}),
-                for_update=True,
-            )
-            batch = _Batch(conn, rows)
-            outcomes: dict[int, str] = {}
-            for event in events:
-                quick = self._triage(event, rows)
-                if quick is not None:
-                    outcomes[event.id] = quick
-                    continue
-                outcomes[event.id] = await self._apply(batch, event, now)
-            await batch.write_confirmed()
-            # Stamped as the batch is marked, so `processed_at - received_at` is the lag.
-            await inbox.mark_processed(conn, outcomes, now=self._clock.now())
+        work = partial(_apply_pass, limit=self.batch_size, now=now, clock=self._clock)
+        outcomes: dict[int, str]
+        if self._plain is not None:
+            done = await self._plain.run(work)
+            outcomes = done.outcomes
+            if done.deferred:
+                # Left unmarked by the pass: claimed again here, oldest first, whoever
+                # else took some meanwhile.
+                async with self._db.transaction() as conn:
+                    outcomes = {**outcomes, **await self._apply_deferred(conn, done.deferred, now)}
+        else:
+            async with self._db.transaction() as conn:
+                done = await conn.run_sync(work)
+                outcomes = done.outcomes
+                if done.deferred:
+                    outcomes = {**outcomes, **await self._apply_deferred(conn, done.deferred, now)}
         self.applied += sum(outcome == "applied" for outcome in outcomes.values())
         await self._prune(now)
-        return len(events)
+        return len(done.outcomes) + len(done.deferred)
 
-    @staticmethod
-    def _triage(event: StoredWebhook, known: Mapping[str, ProviderFacts]) -> str | None:
-        """The outcome of an event that needs no state change, else None."""
-        if event.event_type not in STATUS_EVENTS and event.event_type != "instance.ready":
-            return "ignored_type"
-        if event.provider_instance_id is None:
-            return "no_instance_id"
-        if event.provider_instance_id not in known:
-            return "unknown_instance"
-        return None
+    async def _apply_deferred(
+        self, conn: AsyncConnection, ids: list[int], now: datetime
+    ) -> dict[int, str]:
+        """Each event through `apply_observation`, in order, each in a savepoint (one bad
+        event cannot sink the others)."""
+        events = await conn.run_sync(lambda sync: inbox.claim(sync, limit=len(ids), ids=ids))
+        outcomes: dict[int, str] = {}
+        for event in events:
+            outcomes[event.id] = await self._apply_one(conn, event, now)
+        await conn.run_sync(lambda sync: inbox.mark(sync, outcomes, now=self._clock.now()))
+        return outcomes
 
-    async def _apply(self, batch: _Batch, event: StoredWebhook, now: datetime) -> str:
-        novita_id = str(event.provider_instance_id)
-        current = batch.rows[novita_id]
+    async def _apply_one(self, conn: AsyncConnection, event: StoredWebhook, now: datetime) -> str:
         try:
             report = _report(event)
             if report is None:
                 return "no_status"
-            planned = plan(current, report, now=now)
-        except Exception:
-            log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
-            return "error"
-        if planned.verdict is not None:
-            return planned.verdict.value
-        if planned.confirms:
-            # Most webhooks say what we know already: no event, and every such report of
-            # the batch about one instance is written in one UPDATE at the end.
-            batch.confirm(novita_id, confirmed(current, report, planned, now))
-            return (Verdict.UNRECOGNISED if planned.unrecognised else Verdict.UNCHANGED).value
-        # A change of status (or a contradicted action): the full rule, row by row.
-        await batch.write_confirmed(novita_id)
-        try:
-            # A savepoint per event: one bad event cannot sink the batch.
-            async with batch.conn.begin_nested():
+            async with conn.begin_nested():
+                rows = await conn.run_sync(
+                    lambda sync: provider_facts.by_novita_id(
+                        sync, [str(event.provider_instance_id)]
+                    )
+                )
+                if not rows:
+                    return "unknown_instance"
+                (current,) = rows.values()
                 applied = await apply_observation(
-                    batch.conn, current.id, report, now=now, settle_seconds=self.action_settle
+                    conn, current.id, report, now=now, settle_seconds=self.action_settle
                 )
         except Exception:
             log.exception("webhook.apply_failed", webhook_id=event.webhook_id)
-            applied = None
-        await batch.reread(novita_id)
-        if applied is None:
             return "error"
         if applied.recorded:
             log.info("webhook.applied", instance_id=current.id, status=applied.status)
@@ -202,33 +266,6 @@ class InboxApplier:
             pruned = await inbox.prune(conn, received_before=now - self.retention)
         if pruned:
             log.info("webhook.inbox_pruned", rows=pruned)
-
-
-class _Batch:
-    """The rows one batch of events is about, locked, as the events applied so far left
-    them; those changed by confirmations are written at the end (`write_confirmed`)."""
-
-    def __init__(self, conn: AsyncConnection, rows: dict[str, ProviderFacts]) -> None:
-        self.conn = conn
-        self.rows = rows
-        self._read_version: dict[str, int] = {}  # of the rows confirmed, not yet written
-
-    def confirm(self, novita_id: str, facts: ProviderFacts) -> None:
-        self._read_version.setdefault(novita_id, self.rows[novita_id].version)
-        self.rows[novita_id] = facts
-
-    async def write_confirmed(self, novita_id: str | None = None) -> None:
-        """Write the confirmations kept in memory (of one instance, or of all)."""
-        if novita_id is None:
-            pending = list(self._read_version)
-        else:
-            pending = [novita_id] if novita_id in self._read_version else []
-        await provider_facts.write(
-            self.conn, [(self._read_version.pop(key), self.rows[key]) for key in pending]
-        )
-
-    async def reread(self, novita_id: str) -> None:
-        self.rows.update(await provider_facts.by_novita_id(self.conn, [novita_id]))
 
 
 def build_applier_loop(resources: Resources) -> WorkerLoop:

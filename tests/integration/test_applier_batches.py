@@ -86,6 +86,7 @@ async def test_a_batch_gives_the_outcomes_and_rows_of_one_event_at_a_time(
 ) -> None:
     clock = ManualClock(T0 - timedelta(minutes=1))
     together = await running_instance(database, clock, "novita-together")
+    beside = await running_instance(database, clock, "novita-beside")
     alone = await running_instance(database, clock, "novita-alone")
     clock.advance(70)  # every report is in the past
     applier = InboxApplier(database, clock)
@@ -94,11 +95,14 @@ async def test_a_batch_gives_the_outcomes_and_rows_of_one_event_at_a_time(
     for status, at in REPORTS:
         one_by_one.append(await store(database, clock, "novita-alone", status, at))
         assert await applier.run_once() == 1
-    batched = [
-        await store(database, clock, "novita-together", status, at) for status, at in REPORTS
-    ]
+    # Two instances' reports interleaved: one's change of status holds back only its own
+    # later reports, not the other's.
+    batched, interleaved = [], []
+    for status, at in REPORTS:
+        batched.append(await store(database, clock, "novita-together", status, at))
+        interleaved.append(await store(database, clock, "novita-beside", status, at))
     unknown = await store(database, clock, "novita-nobody", "running", 6)
-    assert await applier.run_once() == len(REPORTS) + 1
+    assert await applier.run_once() == 2 * len(REPORTS) + 1
 
     expected = [
         "unchanged",
@@ -112,15 +116,20 @@ async def test_a_batch_gives_the_outcomes_and_rows_of_one_event_at_a_time(
     ]
     assert await outcomes(database, one_by_one) == expected
     assert await outcomes(database, batched) == expected
+    assert await outcomes(database, interleaved) == expected
     assert await outcomes(database, [unknown]) == ["unknown_instance"]
 
-    mine, reference = await load(database, together), await load(database, alone)
-    assert mine.status is reference.status is Status.RUNNING
-    assert mine.provider_status == reference.provider_status == "running"
-    assert mine.provider_observed_at == reference.provider_observed_at == T0 + timedelta(seconds=6)
-    assert [(e.from_status, e.to_status) for e in await events(database, together)] == [
-        (e.from_status, e.to_status) for e in await events(database, alone)
-    ]
+    reference = await load(database, alone)
+    assert reference.status is Status.RUNNING and reference.provider_status == "running"
+    assert reference.provider_observed_at == T0 + timedelta(seconds=6)
+    for instance_id in (together, beside):
+        mine = await load(database, instance_id)
+        assert mine.status is reference.status
+        assert mine.provider_status == reference.provider_status
+        assert mine.provider_observed_at == reference.provider_observed_at
+        assert [(e.from_status, e.to_status) for e in await events(database, instance_id)] == [
+            (e.from_status, e.to_status) for e in await events(database, alone)
+        ]
 
 
 async def test_an_unknown_status_confirmed_in_a_batch_is_recorded_as_seen(
