@@ -37,6 +37,7 @@ from service.novita.errors import (
     NovitaServerError,
     NovitaTimeoutError,
 )
+from service.novita.limiter import Priority
 from service.presenters import instance_view
 from service.provisioning import preflight
 from service.provisioning.naming import instance_id_from_provider_name
@@ -426,7 +427,7 @@ class Lifecycle:
         """Which of our instances Novita's instance `novita_id` was made for, by its name
         (None: unknown, not found, or not named by us)."""
         try:
-            found = await self.novita.get_instance(novita_id)
+            found = await self.novita.get_instance(novita_id, priority=Priority.URGENT)
         except NovitaError:
             return None  # the delete itself will say what is wrong
         return instance_id_from_provider_name(found.name)
@@ -504,7 +505,8 @@ class Lifecycle:
         """Novita's status now ("removed" when it has no such instance); None if unknown."""
         assert instance.novita_instance_id is not None
         try:
-            return (await self.novita.get_instance(instance.novita_instance_id)).status
+            novita_id = instance.novita_instance_id
+            return (await self.novita.get_instance(novita_id, priority=Priority.URGENT)).status
         except NovitaNotFoundError:
             return "removed"
         except NovitaError:

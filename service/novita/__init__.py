@@ -19,7 +19,7 @@ from service.novita.errors import (
     NovitaTimeoutError,
     NovitaUnavailableError,
 )
-from service.novita.limiter import RateLimiter
+from service.novita.limiter import Priority, RateLimiter
 from service.novita.retry import RetryPolicy
 from service.novita.schemas import (
     BillingMode,
@@ -73,6 +73,7 @@ __all__ = [
     "NovitaUnavailableError",
     "PortMapping",
     "PortSpec",
+    "Priority",
     "Product",
     "RateLimiter",
     "RegistryAuth",

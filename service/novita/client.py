@@ -19,6 +19,11 @@ Retry safety, per method (retried = up to `max_attempts` on 5xx, timeout, networ
                                                  the provisioner looks it up by name first
     migrate_instance                    no       starts a migration job; not safely repeatable
 
+Priority within the rate limit (`service.novita.limiter`): every method takes `priority`;
+by default creates, actions and catalogue reads are URGENT, `get_instance` TRANSITIONAL
+(a poll of a stable instance passes BACKGROUND) and listings BACKGROUND (the relist;
+`find_instances_named`, part of a create, is URGENT).
+
 Readings of the API the client finds out or tolerates (docs/novita-facts.md):
 
 - List page base: `pageNum` 0 or 1 may be the first page. The first listing of a process
@@ -56,7 +61,7 @@ from service.novita.errors import (
     NovitaRateLimitedError,
     translate,
 )
-from service.novita.limiter import RateLimiter
+from service.novita.limiter import Priority, RateLimiter
 from service.novita.retry import RetryPolicy
 from service.novita.schemas import (
     Cluster,
@@ -109,6 +114,7 @@ class NovitaClient:
         self._owns_session = session is None
         self._connection_limit = connection_limit
         self.breaker = breaker or CircuitBreaker(clock=self._clock)
+        self._owns_limiter = limiter is None
         self.limiter = limiter or RateLimiter(
             rate_limit_per_minute, time=self._clock.monotonic, sleep=sleep
         )
@@ -175,6 +181,8 @@ class NovitaClient:
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
+        if self._owns_limiter:
+            await self.limiter.close()
 
     def status(self) -> ClientStatus:
         c = self._counters
@@ -287,8 +295,12 @@ class NovitaClient:
             )
         return str(instance_id)
 
-    async def get_instance(self, instance_id: str) -> Instance:
-        body = await self._call("GET", "/gpu/instance", params={"instanceId": instance_id})
+    async def get_instance(
+        self, instance_id: str, *, priority: Priority = Priority.TRANSITIONAL
+    ) -> Instance:
+        body = await self._call(
+            "GET", "/gpu/instance", params={"instanceId": instance_id}, priority=priority
+        )
         # Documented unwrapped; a wrapped {"instance": {...}} is accepted too.
         if isinstance(body, Mapping) and "id" not in body and "instance" in body:
             body = body["instance"]
@@ -301,11 +313,13 @@ class NovitaClient:
         name: str | None = None,
         product_name: str | None = None,
         status: str | None = None,
+        *,
+        priority: Priority = Priority.BACKGROUND,
     ) -> InstancePage:
         """One page of instances; `page_num` is sent as given (see `page_base`), None
         asks for the first page (finding out the page base first if need be)."""
         if page_num is None:
-            page_num = await self.discover_page_base(page_size) or 0
+            page_num = await self.discover_page_base(page_size, priority=priority) or 0
         params = {
             "pageSize": page_size,
             "pageNum": page_num,
@@ -313,33 +327,39 @@ class NovitaClient:
             "productName": product_name,
             "status": status,
         }
-        body = await self._call("GET", "/gpu/instances", params=params)
+        body = await self._call("GET", "/gpu/instances", params=params, priority=priority)
         if not isinstance(body, Mapping):
             raise _unexpected("GET /gpu/instances")
         page = {"instances": body.get("instances"), "total": body.get("total")}
         page |= {"page_num": page_num, "page_size": page_size}
         return _parse(InstancePage, page, "GET /gpu/instances")
 
-    async def discover_page_base(self, page_size: int = DEFAULT_PAGE_SIZE) -> int | None:
+    async def discover_page_base(
+        self, page_size: int = DEFAULT_PAGE_SIZE, *, priority: Priority = Priority.BACKGROUND
+    ) -> int | None:
         """Find out (once) whether `pageNum` counts from 0 or 1; None if nothing tells yet."""
         if self.page_base is None:
-            await self._first_pages(page_size, {})
+            await self._first_pages(page_size, {}, priority)
         return self.page_base
 
     async def _first_pages(
-        self, page_size: int, filters: Mapping[str, str | None]
+        self, page_size: int, filters: Mapping[str, str | None], priority: Priority
     ) -> list[InstancePage]:
         """The first page (and, while the base is unknown, page 1 to compare with it)."""
         if self.page_base is not None:
-            return [await self.list_instances(page_size, self.page_base, **filters)]
+            return [
+                await self.list_instances(
+                    page_size, self.page_base, **filters, priority=priority
+                )
+            ]
         try:
-            zero = await self.list_instances(page_size, 0, **filters)
+            zero = await self.list_instances(page_size, 0, **filters, priority=priority)
         except NovitaBadRequestError:
             self._learn_page_base(1, "page 0 refused")
-            return [await self.list_instances(page_size, 1, **filters)]
+            return [await self.list_instances(page_size, 1, **filters, priority=priority)]
         if zero.total is not None and len(zero.instances) >= zero.total:
             return [zero]  # everything fits on it: whichever the base, nothing else to read
-        one = await self.list_instances(page_size, 1, **filters)
+        one = await self.list_instances(page_size, 1, **filters, priority=priority)
         ids_zero = [i.id for i in zero.instances]
         ids_one = [i.id for i in one.instances]
         if ids_zero and ids_one:
@@ -369,6 +389,8 @@ class NovitaClient:
         name: str | None = None,
         product_name: str | None = None,
         status: str | None = None,
+        *,
+        priority: Priority = Priority.BACKGROUND,
     ) -> AsyncIterator[Instance]:
         """Every matching instance, each once, page by page, whatever the page base.
 
@@ -378,7 +400,7 @@ class NovitaClient:
         """
         filters = {"name": name, "product_name": product_name, "status": status}
         seen: set[str] = set()
-        pages = await self._first_pages(page_size, filters)
+        pages = await self._first_pages(page_size, filters, priority)
         assert self.page_base is not None or len(pages) == 1
         read = 0
         while True:
@@ -392,10 +414,19 @@ class NovitaClient:
                     return
             if self.page_base is None:
                 return  # the first pages were empty
-            pages = [await self.list_instances(page_size, self.page_base + read, **filters)]
+            pages = [
+                await self.list_instances(
+                    page_size, self.page_base + read, **filters, priority=priority
+                )
+            ]
 
     async def find_instances_named(
-        self, name: str, match: Callable[[Instance], bool], page_size: int = DEFAULT_PAGE_SIZE
+        self,
+        name: str,
+        match: Callable[[Instance], bool],
+        page_size: int = DEFAULT_PAGE_SIZE,
+        *,
+        priority: Priority = Priority.URGENT,
     ) -> list[Instance]:
         """Instances `match` accepts, looked up through the list's `name` filter.
 
@@ -407,7 +438,7 @@ class NovitaClient:
         needle = name.lower()
         if self.name_filter != "exact":
             found: list[Instance] = []
-            async for item in self.iter_instances(page_size, name=name):
+            async for item in self.iter_instances(page_size, name=name, priority=priority):
                 if needle not in item.name.lower():
                     self._learn_name_filter("ignored")
                 elif item.name.lower() != needle:
@@ -416,7 +447,7 @@ class NovitaClient:
                     found.append(item)
             if found or self.name_filter in ("substring", "ignored"):
                 return found
-        found = [i async for i in self.iter_instances(page_size) if match(i)]
+        found = [i async for i in self.iter_instances(page_size, priority=priority) if match(i)]
         if any(needle in i.name.lower() and i.name.lower() != needle for i in found):
             self._learn_name_filter("exact")
         return found
@@ -426,17 +457,45 @@ class NovitaClient:
             log.info("novita.name_filter", behaviour=behaviour)
         self.name_filter = behaviour
 
-    async def start_instance(self, instance_id: str) -> None:
-        await self._call("POST", "/gpu/instance/start", json_body={"instanceId": instance_id})
+    async def start_instance(
+        self, instance_id: str, *, priority: Priority = Priority.URGENT
+    ) -> None:
+        await self._call(
+            "POST",
+            "/gpu/instance/start",
+            json_body={"instanceId": instance_id},
+            priority=priority,
+        )
 
-    async def stop_instance(self, instance_id: str) -> None:
-        await self._call("POST", "/gpu/instance/stop", json_body={"instanceId": instance_id})
+    async def stop_instance(
+        self, instance_id: str, *, priority: Priority = Priority.URGENT
+    ) -> None:
+        await self._call(
+            "POST",
+            "/gpu/instance/stop",
+            json_body={"instanceId": instance_id},
+            priority=priority,
+        )
 
-    async def restart_instance(self, instance_id: str) -> None:
-        await self._call("POST", "/gpu/instance/restart", json_body={"instanceId": instance_id})
+    async def restart_instance(
+        self, instance_id: str, *, priority: Priority = Priority.URGENT
+    ) -> None:
+        await self._call(
+            "POST",
+            "/gpu/instance/restart",
+            json_body={"instanceId": instance_id},
+            priority=priority,
+        )
 
-    async def delete_instance(self, instance_id: str) -> None:
-        await self._call("POST", "/gpu/instance/delete", json_body={"instanceId": instance_id})
+    async def delete_instance(
+        self, instance_id: str, *, priority: Priority = Priority.URGENT
+    ) -> None:
+        await self._call(
+            "POST",
+            "/gpu/instance/delete",
+            json_body={"instanceId": instance_id},
+            priority=priority,
+        )
 
     async def migrate_instance(self, instance_id: str) -> None:
         await self._call(
@@ -456,12 +515,13 @@ class NovitaClient:
         params: Mapping[str, object] | None = None,
         json_body: Mapping[str, Any] | None = None,
         idempotent: bool = True,
+        priority: Priority = Priority.URGENT,
     ) -> Any:
         endpoint = f"{method} {path}"
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
 
         async def attempt() -> Any:
-            return await self._attempt(method, path, endpoint, query, json_body)
+            return await self._attempt(method, path, endpoint, query, json_body, priority)
 
         return await self.retry.call(
             attempt,
@@ -477,10 +537,11 @@ class NovitaClient:
         endpoint: str,
         query: Mapping[str, str],
         json_body: Mapping[str, Any] | None,
+        priority: Priority,
     ) -> Any:
         try:
             self.breaker.check()  # fail fast before queueing in the limiter
-            await self.limiter.acquire()
+            await self.limiter.acquire(priority)
             admission = self.breaker.admit()
         except NovitaError as error:
             self._counters.error(error.code)

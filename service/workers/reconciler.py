@@ -28,7 +28,7 @@ from service.backoff import backoff_seconds
 from service.clock import Clock
 from service.db import claims
 from service.db.engine import Database
-from service.domain import Instance
+from service.domain import TRANSITIONAL_STATUSES, Instance
 from service.novita import (
     BreakerState,
     NovitaCircuitOpenError,
@@ -37,6 +37,7 @@ from service.novita import (
     NovitaNotFoundError,
 )
 from service.novita import Instance as ProviderInstance
+from service.novita.limiter import Priority
 from service.resources import Resources, new_owner_id
 from service.settings import Settings
 from service.workers.loop import WorkerLoop
@@ -145,7 +146,9 @@ class Reconciler:
         asked_at = self._clock.now()
         observed: ProviderInstance | None
         try:
-            observed = await self._novita.get_instance(instance.novita_instance_id)
+            observed = await self._novita.get_instance(
+                instance.novita_instance_id, priority=poll_priority(instance)
+            )
         except NovitaNotFoundError:
             observed = None
         except NovitaCircuitOpenError:
@@ -197,6 +200,13 @@ class Reconciler:
                 next_check_at=next_check_at,
                 failed_attempts=failed_attempts,
             )
+
+
+def poll_priority(instance: Instance) -> Priority:
+    """A poll of an instance in transition comes before stable ones and the relist."""
+    if instance.status in TRANSITIONAL_STATUSES:
+        return Priority.TRANSITIONAL
+    return Priority.BACKGROUND
 
 
 def build_reconciler_loop(resources: Resources) -> WorkerLoop:

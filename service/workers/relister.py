@@ -38,6 +38,7 @@ from service.novita import (
     NovitaNotFoundError,
 )
 from service.novita import Instance as ProviderInstance
+from service.novita.limiter import Priority
 from service.provisioning.naming import instance_id_from_provider_name
 from service.resources import Resources, new_owner_id
 from service.settings import Settings
@@ -206,7 +207,10 @@ class Relister:
         # drops repeats), so its items were read no earlier than the previous chunk began.
         marks = (started_at, started_at)
         chunk: list[ProviderInstance] = []
-        async for item in self._novita.iter_instances(page_size=self.config.page_size):
+        pages = self._novita.iter_instances(
+            page_size=self.config.page_size, priority=Priority.BACKGROUND
+        )
+        async for item in pages:
             chunk.append(item)
             if len(chunk) >= self.config.page_size:
                 await self._handle_chunk(chunk, marks[0], stats)
@@ -314,7 +318,7 @@ class Relister:
             asked_at = self._clock.now()
             observed: ProviderInstance | None
             try:
-                observed = await self._novita.get_instance(novita_id)
+                observed = await self._novita.get_instance(novita_id, priority=Priority.BACKGROUND)
             except NovitaNotFoundError:
                 observed = None
             except NovitaCircuitOpenError:

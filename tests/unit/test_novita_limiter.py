@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.novita.limiter import RateLimiter
+from service.novita.limiter import HEADROOM, Priority, RateLimiter
 
 pytestmark = pytest.mark.looptime
 
@@ -68,7 +68,7 @@ async def test_backlog_counts_the_callers_waiting() -> None:
     waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
     await asyncio.sleep(0)
     assert limiter.backlog == 3
-    await asyncio.sleep(30)  # 2 per minute: one slot every 30 s
+    await asyncio.sleep(30.1)  # 2 per minute: one slot every 30 s
     assert limiter.backlog == 2
     await asyncio.gather(*waiters)
     assert limiter.backlog == 0
@@ -114,3 +114,128 @@ async def test_a_recording_sleep_does_not_spin() -> None:
     limiter.pause(2.5)
     await limiter.acquire()
     assert slept == [2.5]
+
+
+# -- priorities ------------------------------------------------------------------------
+
+
+async def spend_burst(limiter: RateLimiter) -> None:
+    for _ in range(limiter.per_minute):
+        await limiter.acquire()
+
+
+async def test_a_more_urgent_class_is_served_first_whatever_the_arrival_order() -> None:
+    limiter = make_limiter(60)
+    await spend_burst(limiter)  # from now on one slot a second
+    served: list[str] = []
+
+    async def caller(name: str, priority: Priority) -> None:
+        await limiter.acquire(priority)
+        served.append(name)
+
+    tasks = []
+    for name, priority in [
+        ("b1", Priority.BACKGROUND),
+        ("t1", Priority.TRANSITIONAL),
+        ("b2", Priority.BACKGROUND),
+        ("u1", Priority.URGENT),
+        ("t2", Priority.TRANSITIONAL),
+        ("u2", Priority.URGENT),
+    ]:
+        tasks.append(asyncio.create_task(caller(name, priority)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert served == ["u1", "u2", "t1", "t2", "b1", "b2"]
+
+
+async def test_an_urgent_caller_arriving_late_overtakes_the_waiting_background() -> None:
+    limiter = make_limiter(60)
+    await spend_burst(limiter)
+    started: dict[str, float] = {}
+
+    async def caller(name: str, priority: Priority) -> None:
+        await limiter.acquire(priority)
+        started[name] = loop_time()
+
+    background = [
+        asyncio.create_task(caller(f"b{n}", Priority.BACKGROUND)) for n in range(30)
+    ]
+    await asyncio.sleep(5.5)
+    urgent = asyncio.create_task(caller("u", Priority.URGENT))
+    await asyncio.gather(urgent, *background)
+    # The next slot after it arrived is its own, not the 25 background callers' before it.
+    assert started["u"] - 5.5 <= 1.0
+    assert sum(1 for name, at in started.items() if name != "u" and at > started["u"]) >= 20
+
+
+async def test_background_leaves_headroom_for_the_classes_above_it() -> None:
+    limiter = make_limiter(100)
+    reserve = round(100 * HEADROOM[Priority.BACKGROUND])
+    background = [asyncio.create_task(limiter.acquire(Priority.BACKGROUND)) for _ in range(150)]
+    await asyncio.sleep(0.01)
+    # The background burst stops short of the budget...
+    assert limiter.granted_by_priority[Priority.BACKGROUND] == 100 - reserve
+    # ...so a burst of creates starts at once, without waiting behind it.
+    urgent_started = await start_times_with(limiter, reserve, Priority.URGENT)
+    assert max(urgent_started) - min(urgent_started) == pytest.approx(0.0, abs=0.01)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+
+
+async def start_times_with(limiter: RateLimiter, callers: int, priority: Priority) -> list[float]:
+    started: list[float] = []
+
+    async def caller() -> None:
+        await limiter.acquire(priority)
+        started.append(loop_time())
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return started
+
+
+async def test_a_mix_of_classes_never_exceeds_the_budget() -> None:
+    """Leaky bucket bound: any k consecutive starts span at least (k - budget) slots."""
+    per_minute = 30
+    limiter = make_limiter(per_minute)
+    starts: list[float] = []
+
+    async def caller(priority: Priority, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await limiter.acquire(priority)
+        starts.append(loop_time())
+
+    classes = list(Priority)
+    await asyncio.gather(
+        *(caller(classes[n % 3], (n * 7 % 50) / 10) for n in range(150))
+    )
+    starts.sort()
+    slot = 60 / per_minute
+    for i in range(len(starts)):
+        for j in range(i + per_minute, len(starts)):
+            assert starts[j] - starts[i] >= (j - i + 1 - per_minute) * slot - 0.01
+    # The steady rate: after the first minute, no more than the budget per minute.
+    late = [t for t in starts if t >= 60]
+    assert len([t for t in late if t < 120]) <= per_minute + 1
+
+
+async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
+    limiter = make_limiter(60)
+    await spend_burst(limiter)
+    first = asyncio.create_task(limiter.acquire(Priority.URGENT))
+    second = asyncio.create_task(limiter.acquire(Priority.URGENT))
+    await asyncio.sleep(0)
+    first.cancel()
+    await second
+    assert loop_time() <= 1.01
+    assert limiter.backlog == 0
+
+
+async def test_a_429_pause_holds_the_urgent_too() -> None:
+    limiter = make_limiter(100)
+    limiter.pause(3.0)
+    urgent = asyncio.create_task(limiter.acquire(Priority.URGENT))
+    await asyncio.sleep(2.9)
+    assert not urgent.done()
+    await urgent
+    assert loop_time() == pytest.approx(3.0, abs=0.01)
