@@ -2,7 +2,9 @@
 
 - Which endpoints: the ports named by the instance's readiness config (`{"ports": [...],
   "path": "/"}`); by default every HTTP port mapping, or every TCP one when it has no HTTP
-  port. A named port without an endpoint yet cannot pass.
+  port, once every port the instance asked for has one. A port to probe or asked for
+  without an endpoint yet cannot pass: Novita may report `running` before (or without)
+  saying where the ports answer.
 - HTTP passes on any response that is not 5xx and not a gateway's error page (Novita's
   gateway answers 502 while nothing listens); redirects are not followed (an app that
   redirects is answering, and a redirect could point anywhere). TCP passes once a
@@ -59,16 +61,20 @@ class ProbeResult:
 
 
 def probe_targets(
-    port_mappings: Sequence[Mapping[str, Any]], readiness: Mapping[str, Any] | None
+    port_mappings: Sequence[Mapping[str, Any]],
+    readiness: Mapping[str, Any] | None,
+    requested: Sequence[Mapping[str, Any]] = (),
 ) -> list[ProbeTarget] | None:
     """The endpoints to probe; `[]` when there is nothing to probe, `None` when a port the
-    config names has no endpoint yet."""
+    config names (or, without one, a port the instance asked for) has no endpoint yet."""
     mapped = {
         int(m["port"]): ProbeTarget(int(m["port"]), str(m.get("type") or "http"), m["endpoint"])
         for m in port_mappings
         if m.get("endpoint")
     }
     wanted = (readiness or {}).get("ports")
+    if not wanted and any(int(p["port"]) not in mapped for p in requested):
+        return None
     if wanted:
         if any(int(port) not in mapped for port in wanted):
             return None

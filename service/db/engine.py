@@ -13,6 +13,11 @@ Every connection, whoever uses it, is made here with one set of settings per eng
   pool's size bounds everything the service holds open. Writers lock the rows they change
   (`SELECT ... FOR UPDATE`); reads run in autocommit (no BEGIN/ROLLBACK round trips).
 
+A transaction may leave notes (`note_after_commit`, e.g. "this instance is now
+`running`") that the `Database` hands to its `commit_listeners` once it has committed
+(never after a rollback): a worker in this process then acts at once instead of at its
+next pass. Notes are hints within one process; the database stays the truth.
+
 SQLite work through SQLAlchemy runs on aiosqlite's threads, off the event loop. A commit
 or rollback, once begun, is finished even if the task is cancelled meanwhile: abandoning
 it halfway would leave the connection's state unknown.
@@ -22,18 +27,24 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service.db.point_reads import InstancePointReader
 
+log = structlog.get_logger(__name__)
+
 _BEGIN_OPTION = "novita_sqlite_begin"
+_NOTES = "novita_commit_notes"
+# What a commit listener gets: topic → the items noted under it (e.g. instance ids).
+CommitNotes = Mapping[str, tuple[str, ...]]
 # asyncpg waits 60 s for a connection by default; a server that does not answer in 10 s is
 # down for our purposes, and the request waiting on it should fail rather than hang.
 POSTGRES_CONNECT_TIMEOUT_S = 10.0
@@ -134,6 +145,13 @@ async def finish_even_if_cancelled(operation: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
+def note_after_commit(conn: AsyncConnection, topic: str, item: str) -> None:
+    """Tell this process's commit listeners `item` under `topic` once the transaction of
+    `conn` (a `Database.transaction`) commits; dropped if it rolls back."""
+    notes: dict[str, list[str]] = conn.info.setdefault(_NOTES, {})
+    notes.setdefault(topic, []).append(item)
+
+
 class Database:
     """The engine plus the ways to use it: a write transaction, a read, and (SQLite) a
     plain connection for the fast paths that measured faster on one.
@@ -160,6 +178,8 @@ class Database:
         # Plain sqlite3 connections handed out and not yet closed (the leak check).
         self.open_sqlite_connections: set[sqlite3.Connection] = set()
         self.point_reader: InstancePointReader | None = None
+        # Called with the notes of each committed transaction that left some.
+        self.commit_listeners: list[Callable[[CommitNotes], None]] = []
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Database:
@@ -188,12 +208,24 @@ class Database:
             if self.is_sqlite:
                 await conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
             await conn.begin()
+            conn.info.pop(_NOTES, None)  # left by a transaction made outside this method
             try:
                 yield conn
             except BaseException:
+                conn.info.pop(_NOTES, None)
                 await finish_even_if_cancelled(conn.rollback())
                 raise
+            notes = conn.info.pop(_NOTES, None)
             await finish_even_if_cancelled(conn.commit())
+        if notes:
+            self._tell_listeners({topic: tuple(items) for topic, items in notes.items()})
+
+    def _tell_listeners(self, notes: CommitNotes) -> None:
+        for listener in self.commit_listeners:
+            try:
+                listener(notes)
+            except Exception:  # a listener's bug must not fail the committed work
+                log.exception("database.commit_listener_failed")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -45,3 +45,10 @@ async def running_instances(conn: AsyncConnection, *, limit: int) -> list[Instan
         .limit(limit)
     )
     return [instance_from_mapping(row._mapping) for row in rows]
+
+
+async def probe_again_at(conn: AsyncConnection, instance_id: str, at: datetime) -> None:
+    """When the readiness worker probes this row next (its own pace, set with a verdict)."""
+    await conn.execute(
+        instances.update().where(instances.c.id == instance_id).values(next_probe_at=at)
+    )

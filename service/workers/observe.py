@@ -94,6 +94,10 @@ class ObservationApplier:
         self.pacing = pacing or Pacing()
         self._counted_at: float | None = None  # monotonic time of the last recount
 
+    @property
+    def novita(self) -> NovitaClient:
+        return self._novita
+
     async def _recount(self) -> None:
         """Refresh the number the stable pace depends on, at most once a minute."""
         if not self.pacing.stable_budget:

@@ -17,7 +17,9 @@ locks the row, and get the same verdict for the same report:
   started is to be sent again (`resend_delete`, which only a poll can do);
 - a move the transition table refuses is logged and not recorded (`refused`);
 - otherwise each step of the path is recorded through `repository.change_status`
-  (`applied`, or `unchanged` when nothing new was learnt).
+  (`applied`, or `unchanged` when nothing new was learnt). A step to `running` leaves a
+  commit note (`RUNNING_OBSERVED`): this process's readiness worker probes at once,
+  whichever channel saw it.
 
 `plan` holds the rules that need only the row; the applier uses it on a whole batch of
 webhooks, writing the reports that only confirm a status (`confirmed`) in one statement and
@@ -37,6 +39,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import repository as repo
+from service.db.engine import note_after_commit
 from service.db.models import instance_events
 from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource, Instance, InstanceEvent, Status
@@ -49,6 +52,9 @@ from service.provisioning.status_map import (
 )
 
 log = structlog.get_logger(__name__)
+
+# Commit-note topic: an instance was recorded `running` (the items are our instance ids).
+RUNNING_OBSERVED = "instance.running"
 
 
 class Verdict(StrEnum):
@@ -217,6 +223,8 @@ async def apply_observation(
         row = result.instance
         if result.event is not None:
             recorded.append((step, result.event))
+            if step is Status.RUNNING:
+                note_after_commit(conn, RUNNING_OBSERVED, current.id)
     if planned.unrecognised:
         return Applied(Verdict.UNRECOGNISED, current, tuple(recorded))
     return Applied(Verdict.APPLIED if recorded else Verdict.UNCHANGED, current, tuple(recorded))

@@ -1,8 +1,19 @@
 """The readiness worker: `running` → `ready` once the app answers; `failed` if it never does.
 
-Each batch reads the `running` rows, probes those due (every `readiness_interval` per
-instance, kept in memory: probes cost Novita nothing, and a restarted process simply probes
-at once), and records the verdict through `change_status` (source `reconciler`):
+Each batch reads the `running` rows, probes those due, and records the verdict through
+`change_status` (source `reconciler`). When a probe is due (`next_probe_at` on the row,
+so every process keeps to one pace per instance):
+
+- at once when an instance is recorded `running`, by a poll, the relist or a webhook:
+  the commit leaves a note (`provider_truth.RUNNING_OBSERVED`) that wakes this worker;
+- then `first_retry` seconds later, and after that as long again as the instance has been
+  running (so the waits double: 0.25, 0.25, 0.5, 1, 2 s...), up to `readiness_interval`,
+  until `ready` or the startup timeout;
+- a port to probe without an endpoint yet (Novita said `running` without saying where
+  the ports answer, as a webhook does) is read from Novita first (`get_instance`, at
+  TRANSITIONAL priority) and what it says is applied like a poll.
+
+The verdict:
 
 - every target passes → `ready` (kind `ready`, the probe results in the detail);
 - not yet, and `startup_timeout` has passed since `running_at` → `failed`,
@@ -16,20 +27,26 @@ is only written if the row is still in the run that was probed (same `running_at
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from service.clock import Clock
 from service.db import claims, sweeps
 from service.db import repository as repo
-from service.db.engine import Database
+from service.db.engine import CommitNotes, Database
 from service.domain import EventSource, Instance, Status
+from service.novita import NovitaError, NovitaNotFoundError, Priority
 from service.readiness import Prober, ProbeResult, ProbeTarget, probe_targets, readiness_path
 from service.resources import Resources, new_owner_id
 from service.settings import Settings
 from service.workers.loop import WorkerLoop
+from service.workers.observe import ObservationApplier
+from service.workers.provider_truth import RUNNING_OBSERVED
+from service.workers.reconciler import ReconcilerConfig
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +55,10 @@ STARTUP_TIMEOUT = "startup_timeout"
 
 @dataclass(frozen=True, slots=True)
 class ReadinessConfig:
-    interval: float = 5.0
+    interval: float = 5.0  # the longest wait between two probes of one instance
+    first_retry: float = 0.25  # the wait after the first probe; then as long as it has run
+    # run_once waits for a probe due sooner than this instead of returning to the loop.
+    lookahead: float = 1.0
     startup_timeout: float = 900.0
     claim_ttl: float = 60.0
     batch_size: int = 200
@@ -66,6 +86,7 @@ class ReadinessWorker:
         owner: str,
         prober: Prober,
         config: ReadinessConfig | None = None,
+        applier: ObservationApplier | None = None,
     ) -> None:
         if not owner:
             raise ValueError("a readiness worker needs an owner id for its claims")
@@ -74,29 +95,72 @@ class ReadinessWorker:
         self.owner = owner
         self.prober = prober
         self.config = config or ReadinessConfig()
+        # Reads Novita for instances whose endpoints are not known yet (None: never).
+        self.applier = applier
         # Read by /health and /metrics.
         self.awaiting = 0  # running instances not yet ready, at the last batch
         self.probes = 0
         self.ready_total = 0
         self.timed_out_total = 0
+        self.endpoint_reads = 0
         self._refusals_reported: set[str] = set()
+        self._soonest_probe: datetime | None = None  # of the rows read at the last batch
+        self._hinted = asyncio.Event()
+
+    def on_commit(self, notes: CommitNotes) -> bool:
+        """A commit listener: True when the notes name instances that became `running`
+        (their rows are due for a probe at once: this only says to look now)."""
+        if notes.get(RUNNING_OBSERVED):
+            self._hinted.set()
+            return True
+        return False
 
     @classmethod
     def from_resources(cls, resources: Resources) -> ReadinessWorker:
         settings = resources.settings
+        owner = resources.owner or new_owner_id()
         return cls(
             database=resources.database,
             clock=resources.clock,
-            owner=resources.owner or new_owner_id(),
+            owner=owner,
             prober=Prober(
                 timeout=settings.readiness_probe_timeout,
                 concurrency=settings.readiness_concurrency,
                 allow_private=resources.allow_private_probe_targets,
             ),
             config=ReadinessConfig.from_settings(settings),
+            applier=ObservationApplier(
+                database=resources.database,
+                novita=resources.novita,
+                clock=resources.clock,
+                owner=owner,
+                pacing=ReconcilerConfig.from_settings(settings).pacing,
+            ),
         )
 
     async def run_once(self) -> int:
+        """Probe the instances due; if none is, wait (up to `lookahead`) for the next one
+        due or for an instance to become `running`, and probe then."""
+        self._hinted.clear()
+        done = await self._probe_due()
+        if done:
+            return done
+        if self._soonest_probe is None:
+            return 0
+        wait = (self._soonest_probe - self._clock.now()).total_seconds()
+        if wait > self.config.lookahead:
+            return 0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hinted.wait(), timeout=max(wait, 0.0))
+        self._hinted.clear()
+        return await self._probe_due()
+
+    def _probe_again_in(self, instance: Instance, now: datetime) -> float:
+        """Seconds to the next probe: `first_retry`, then as long as it has been running."""
+        running_for = (now - (instance.running_at or now)).total_seconds()
+        return min(self.config.interval, max(self.config.first_retry, running_for))
+
+    async def _probe_due(self) -> int:
         async with self._db.read() as conn:
             running = await sweeps.running_instances(conn, limit=self.config.scan_limit)
         self.awaiting = len(running)
@@ -104,6 +168,8 @@ class ReadinessWorker:
         now = self._clock.now()
         # The pace is on the row (`next_probe_at`, set with the claim), shared by processes.
         due = [i for i in running if i.next_probe_at is None or i.next_probe_at <= now]
+        later = [i.next_probe_at for i in running if i.next_probe_at and i.next_probe_at > now]
+        self._soonest_probe = min(later, default=None)
         due = due[: self.config.batch_size]
         if not due:
             return 0
@@ -114,9 +180,11 @@ class ReadinessWorker:
                 owner=self.owner,
                 now=now,
                 ttl=self.config.claim_ttl,
-                probe_again_at=now + timedelta(seconds=self.config.interval),
+                # Each one's own pace is set with its verdict (`_conclude`).
+                probe_again_at=now + timedelta(seconds=self.config.first_retry),
             )
-        plans = {i.id: probe_targets(i.port_mappings, i.readiness) for i in claimed}
+        claimed = [await self._with_endpoints(i) for i in claimed]
+        plans = {i.id: probe_targets(i.port_mappings, i.readiness, i.ports) for i in claimed}
         jobs = {
             i.id: (targets, readiness_path(i.readiness))
             for i in claimed
@@ -130,6 +198,32 @@ class ReadinessWorker:
             except Exception:  # one row's failure must not cost the others their verdict
                 log.exception("readiness.record_failed", instance_id=instance.id)
         return len(claimed)
+
+    async def _with_endpoints(self, instance: Instance) -> Instance:
+        """The instance, its port endpoints read from Novita first when a port to probe has
+        none yet (the read is applied like a poll; the probe claim stays held)."""
+        if self.applier is None or instance.novita_instance_id is None:
+            return instance
+        if probe_targets(instance.port_mappings, instance.readiness, instance.ports) is not None:
+            return instance
+        asked_at = self._clock.now()
+        try:
+            observed = await self.applier.novita.get_instance(
+                instance.novita_instance_id, priority=Priority.TRANSITIONAL
+            )
+        except NovitaNotFoundError:
+            return instance  # the next poll concludes what that means
+        except NovitaError as error:
+            log.info("readiness.endpoint_read_failed", instance_id=instance.id, error=error.code)
+            return instance
+        self.endpoint_reads += 1
+        try:
+            await self.applier.apply(instance.id, observed, asked_at, release_claim=False)
+        except Exception:
+            log.exception("readiness.endpoint_apply_failed", instance_id=instance.id)
+            return instance
+        async with self._db.read() as conn:
+            return await repo.get_instance(conn, instance.id)
 
     async def _conclude(
         self,
@@ -180,6 +274,9 @@ class ReadinessWorker:
                     instance_id=instance.id,
                     probes=detail["probes"],
                 )
+            elif same_run:
+                again = now + timedelta(seconds=self._probe_again_in(instance, now))
+                await sweeps.probe_again_at(conn, instance.id, again)
             await claims.release(conn, instance.id, owner=self.owner)
 
     def _report_refusals(self, instance: Instance, results: list[ProbeResult]) -> None:
@@ -195,4 +292,12 @@ class ReadinessWorker:
 
 
 def build_readiness_loop(resources: Resources) -> WorkerLoop:
-    return WorkerLoop(ReadinessWorker.from_resources(resources), idle_interval=1.0)
+    worker = ReadinessWorker.from_resources(resources)
+    loop = WorkerLoop(worker, idle_interval=1.0)
+
+    def on_commit(notes: CommitNotes) -> None:
+        if worker.on_commit(notes):
+            loop.wake()
+
+    resources.database.commit_listeners.append(on_commit)
+    return loop

@@ -150,3 +150,13 @@ async def test_an_unanswered_probe_times_out() -> None:
             False,
         )
         server.close()
+
+
+def test_a_requested_port_without_an_endpoint_yet_waits() -> None:
+    requested = [{"port": 8888, "type": "http"}, {"port": 22, "type": "tcp"}]
+    # Running reported without port mappings (a webhook, a list that omits them).
+    assert probe_targets([], None, requested) is None
+    half = [{"port": 8888, "type": "http", "endpoint": MAPPINGS[0]["endpoint"]}]
+    assert probe_targets(half, None, requested) is None
+    targets = probe_targets(MAPPINGS, None, requested)
+    assert [t.port for t in targets or []] == [8888, 7860]
