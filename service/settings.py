@@ -224,7 +224,9 @@ class Settings(BaseSettings):
         default=5.0,
         gt=0,
         le=3600,
-        description="Seconds between readiness probes of a running instance not yet ready.",
+        description="Longest wait, seconds, between readiness probes of a running instance "
+        "not yet ready: the first comes as soon as `running` is recorded, the next after "
+        "0.25 s, doubling up to this.",
     )
     allow_private_probe_targets: bool = Field(
         default=False,
@@ -232,7 +234,19 @@ class Settings(BaseSettings):
         "(cloud metadata addresses stay refused); always on with the built-in simulator.",
     )
     poll_interval_transitional: float = Field(
-        default=5.0, gt=0, description="Seconds between polls of an instance in transition."
+        default=5.0,
+        gt=0,
+        description="Base of the backoff after a failed poll or provisioning attempt, seconds "
+        "(instances in transition are otherwise polled as often as the rate limit allows, "
+        "TRANSITIONAL_POLL_FLOOR at most).",
+    )
+    transitional_poll_floor: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Shortest interval, seconds, between two reads of an instance in "
+        "transition: with few of them they are read this often, with more each less often, "
+        "within what RATE_LIMIT_PER_MINUTE leaves after creates and actions.",
     )
     poll_error_max_backoff: float = Field(
         default=300.0,

@@ -6,7 +6,8 @@ The rules are those of every channel, written once in `provider_truth.apply_obse
 - not found: `deleted` if we were deleting, else `failed` with reason `lost`;
 - a delete Novita still has not started once the action has settled is sent again
   (deletes are idempotent);
-- next check: `fast_interval` while transitional, else the stable pace (`Pacing`):
+- next check: while transitional, `transitional_interval` when the reconciler paces by the
+  call budget (`call_budget`), else `fast_interval`; otherwise the stable pace (`Pacing`):
   `slow_interval`, stretched when the instances polled at it would take more than their
   share of the Novita rate limit; a successful read clears the row's failed attempts.
 
@@ -60,10 +61,12 @@ class Pacing:
     action_settle: float = 30.0
     stable_budget: float | None = None  # polls a minute for stable instances; None: no cap
     stable_count: int = 0  # how many instances are polled at the stable pace
+    # Set by the reconciler from the call budget; None: `fast_interval`.
+    transitional_interval: float | None = None
 
     def interval(self, status: Status) -> float:
         if status in TRANSITIONAL_STATUSES:
-            return self.fast_interval
+            return self.transitional_interval or self.fast_interval
         return self.stable_interval
 
     @property
@@ -98,7 +101,7 @@ class ObservationApplier:
     def novita(self) -> NovitaClient:
         return self._novita
 
-    async def _recount(self) -> None:
+    async def recount(self) -> None:
         """Refresh the number the stable pace depends on, at most once a minute."""
         if not self.pacing.stable_budget:
             return
@@ -120,7 +123,7 @@ class ObservationApplier:
         release_claim: bool,
     ) -> ApplyOutcome:
         """Apply what Novita said (`None`: it has no such instance) when asked at `asked_at`."""
-        await self._recount()
+        await self.recount()
         now = self._clock.now()
         observation = observation_of(observed)
         report = Report(

@@ -6,11 +6,19 @@ expired), reads each from Novita and applies the answer through `ObservationAppl
 (`service.workers.observe`, shared with the relist: the rules are written down there).
 Novita's reads are the truth; webhooks only make us look sooner.
 
-- Next check: `poll_interval_transitional` while the status is transitional, else
-  `reconcile_interval`, stretched so that stable instances' polls stay within
-  `stable_poll_share` of the rate limit (`Pacing`); after a failed read, a per-instance
-  exponential backoff counted on the row (`failed_attempts`), so a restart or another
-  process keeps it.
+- Next check: while the status is transitional, as often as the call budget allows
+  (`call_budget`: what urgent calls and the background leave, shared among the instances
+  in transition, never sooner than `transitional_poll_floor`); else `reconcile_interval`,
+  stretched so that stable instances' polls stay within `stable_poll_share` of the rate
+  limit (`Pacing`); after a failed read, a per-instance exponential backoff counted on
+  the row (`failed_attempts`), so a restart or another process keeps it.
+- Transitional instances by listing: when one list call per page of the provider's
+  instances is fewer calls than one read per transitional instance (a few pages, many
+  instances in transition), a round lists them instead (TRANSITIONAL priority), applies
+  what changed, and pushes the seen rows' own polls back by what polling them one by one
+  would take (their safety net).
+- Between batches, a pass with nothing due waits for the next poll or round due within
+  `lookahead` seconds instead of a whole loop interval.
 - While the circuit breaker is open the batch is skipped (`paused`, for /health).
 
 The full relist (`relister.py`) and readiness probes (`readiness.py`) are workers of their
@@ -19,14 +27,15 @@ own, so a long sweep or a slow endpoint never delays polls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
 
 from service.backoff import backoff_seconds
 from service.clock import Clock
-from service.db import claims
+from service.db import claims, sweeps
 from service.db.engine import Database
 from service.domain import TRANSITIONAL_STATUSES, Instance
 from service.novita import (
@@ -40,8 +49,9 @@ from service.novita import Instance as ProviderInstance
 from service.novita.limiter import Priority
 from service.resources import Resources, new_owner_id
 from service.settings import Settings
+from service.workers.call_budget import CallBudget, RateMeter
 from service.workers.loop import WorkerLoop
-from service.workers.observe import ObservationApplier, Pacing
+from service.workers.observe import ObservationApplier, Pacing, differs
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +65,10 @@ class ReconcilerConfig:
     backoff_max: float = 300.0
     action_settle: float = 30.0
     stable_budget: float | None = None  # polls a minute of stable instances (None: no cap)
+    # Pace transitional polls by the call budget (None: every `fast_interval`).
+    budget: CallBudget | None = None
+    lookahead: float = 1.0
+    transitional_scan_limit: int = 5000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReconcilerConfig:
@@ -66,6 +80,13 @@ class ReconcilerConfig:
             backoff_max=settings.poll_error_max_backoff,
             action_settle=settings.action_settle_seconds,
             stable_budget=settings.rate_limit_per_minute * settings.stable_poll_share,
+            budget=CallBudget(
+                per_minute=settings.rate_limit_per_minute,
+                stable_share=settings.stable_poll_share,
+                floor=settings.transitional_poll_floor,
+                slow_interval=settings.reconcile_interval,
+                relist_interval=settings.relist_interval,
+            ),
         )
 
     @property
@@ -98,6 +119,14 @@ class Reconciler:
         self.applier = ObservationApplier(
             database=database, novita=novita, clock=clock, owner=owner, pacing=self.config.pacing
         )
+        # The transitional pace (read by /health and the benchmarks).
+        self.transitional = 0  # instances in transition, at the last pass
+        self.by_listing = False  # watched by listing rather than one read each
+        self.round_interval: float | None = None  # seconds between rounds of reads
+        self.listings = 0
+        self._listed = 0  # provider instances in the last listing
+        self._next_listing = 0.0  # monotonic
+        self._urgent = RateMeter()
 
     @classmethod
     def from_resources(cls, resources: Resources) -> Reconciler:
@@ -111,12 +140,25 @@ class Reconciler:
         )
 
     async def run_once(self) -> int:
+        done = await self._pass()
+        if done or self.config.budget is None or self.paused:
+            return done
+        wait = await self._seconds_to_next_due()
+        if wait is None or wait > self.config.lookahead:
+            return 0
+        await asyncio.sleep(max(wait, 0.0))
+        return await self._pass()
+
+    async def _pass(self) -> int:
         if self._novita.breaker.state is BreakerState.OPEN:
             self._pause()
             return 0
         if self.paused:
             log.info("reconcile.resumed")
             self.paused = False
+        listed = 0
+        if self.config.budget is not None:
+            listed = await self._pace(self.config.budget)
         async with self._db.transaction() as conn:
             claimed = await claims.claim_due_for_poll(
                 conn,
@@ -131,7 +173,78 @@ class Reconciler:
                 for rest in claimed[index:]:
                     await self._release(rest, None)
                 break
-        return len(claimed)
+        return len(claimed) + listed
+
+    # -- pacing by the call budget ----------------------------------------------------------
+
+    async def _pace(self, budget: CallBudget) -> int:
+        """Set the transitional pace from the budget; list the transitional instances when
+        that is the cheaper round and one is due. Returns the rows a listing looked at."""
+        await self.applier.recount()
+        async with self._db.read() as conn:
+            moving = await sweeps.transitional_instances(
+                conn, limit=self.config.transitional_scan_limit
+            )
+        now = self._clock.monotonic()
+        stable = self.applier.pacing.stable_count
+        listed = max(self._listed, stable + len(moving))
+        urgent = self._urgent.per_minute(
+            now, self._novita.limiter.granted_by_priority[Priority.URGENT]
+        )
+        left = budget.transitional_budget(urgent, budget.background_demand(stable, listed))
+        pages = budget.pages(listed)
+        one_by_one = budget.round_interval(max(len(moving), 1), left)
+        self.transitional = len(moving)
+        self.by_listing = len(moving) > pages
+        self.round_interval = budget.round_interval(pages, left) if self.by_listing else one_by_one
+        if self.applier.pacing.transitional_interval != one_by_one:
+            self.applier.pacing = replace(self.applier.pacing, transitional_interval=one_by_one)
+        if not self.by_listing or now < self._next_listing:
+            return 0
+        self._next_listing = now + self.round_interval
+        return await self._list_round(moving, budget, one_by_one)
+
+    async def _list_round(self, moving: list[Instance], budget: CallBudget, safety: float) -> int:
+        """One listing: apply what changed for the transitional rows; push back their polls."""
+        rows = {i.novita_instance_id: i for i in moving}
+        asked_at = self._clock.now()
+        seen: list[str] = []
+        listed = 0
+        try:
+            async for item in self._novita.iter_instances(
+                page_size=budget.page_size, priority=Priority.TRANSITIONAL
+            ):
+                listed += 1
+                row = rows.get(item.id)
+                if row is None:
+                    continue
+                seen.append(row.id)
+                if differs(row, item):
+                    await self.applier.apply(row.id, item, asked_at, release_claim=False)
+        except NovitaCircuitOpenError:
+            self._pause()
+            return 0
+        except NovitaError as error:
+            log.info("reconcile.listing_failed", error=error.code)
+            return 0
+        self._listed = listed
+        self.listings += 1
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            await sweeps.postpone_polls(
+                conn, seen, until=now + timedelta(seconds=safety), now=now
+            )
+        return len(seen)
+
+    async def _seconds_to_next_due(self) -> float | None:
+        async with self._db.read() as conn:
+            soonest = await sweeps.soonest_poll(conn)
+        waits = []
+        if soonest is not None:
+            waits.append((soonest - self._clock.now()).total_seconds())
+        if self.by_listing:
+            waits.append(self._next_listing - self._clock.monotonic())
+        return min(waits) if waits else None
 
     def _pause(self) -> None:
         if not self.paused:

@@ -15,12 +15,19 @@ are read one by one before anything is concluded (an instance can slip between p
 while the list shifts): not found → `deleted` if we were deleting, else `failed`/`lost`.
 A listing that fails part-way concludes nothing about absent instances.
 
+The pages of a sweep are spread over `spread` of the interval (from the number of pages
+the last sweep read), not read in one burst: each page is then read once per interval all
+the same, and the list calls, BACKGROUND in the limiter, leave room for everything more
+urgent at every moment of the sweep.
+
 Only one process sweeps at a time: the `relist` lease (`service.db.leases`), renewed at
 each sweep and during long ones. While the breaker is open nothing is asked (`paused`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,6 +57,9 @@ from service.workers.reconciler import ReconcilerConfig
 log = structlog.get_logger(__name__)
 
 LEASE_NAME = "relist"
+# A sweep's pages are spread over this share of RELIST_INTERVAL (the rest is slack for
+# pages that wait behind more urgent calls).
+RELIST_SPREAD = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +67,14 @@ class RelistConfig:
     interval: float = 300.0
     page_size: int = 100  # Novita's list is cheap per call; fewer calls spare the rate limit
     retry_after_failure: float = 60.0
+    spread: float = 0.0  # share of the interval a sweep's pages are spread over (0: burst)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RelistConfig:
         return cls(
             interval=settings.relist_interval,
             retry_after_failure=min(60.0, settings.relist_interval),
+            spread=RELIST_SPREAD,
         )
 
     @property
@@ -126,6 +138,7 @@ class Relister:
         self._next_attempt: float | None = None  # monotonic; None: at once
         self._renewed_at = 0.0
         self._reported_foreign: set[str] = set()
+        self._last_listed = 0  # provider instances the last complete sweep listed
 
     @classmethod
     def from_resources(cls, resources: Resources) -> Relister:
@@ -207,6 +220,8 @@ class Relister:
         # drops repeats), so its items were read no earlier than the previous chunk began.
         marks = (started_at, started_at)
         chunk: list[ProviderInstance] = []
+        spacing = self._page_spacing()
+        page = 0
         pages = self._novita.iter_instances(
             page_size=self.config.page_size, priority=Priority.BACKGROUND
         )
@@ -216,6 +231,10 @@ class Relister:
                 await self._handle_chunk(chunk, marks[0], stats)
                 chunk = []
                 await self._renew_if_due()
+                page += 1
+                if spacing:
+                    ahead = started + page * spacing - self._clock.monotonic()
+                    await asyncio.sleep(min(max(ahead, 0.0), spacing))
                 marks = (marks[1], self._clock.now())
         if chunk:
             await self._handle_chunk(chunk, marks[0], stats)
@@ -223,8 +242,16 @@ class Relister:
         self._finish(stats, started)
         return stats
 
+    def _page_spacing(self) -> float:
+        """Seconds between two pages of this sweep (0: no pacing)."""
+        pages = math.ceil(self._last_listed / self.config.page_size)
+        if not self.config.spread or pages <= 1:
+            return 0.0
+        return self.config.interval * self.config.spread / pages
+
     def _finish(self, stats: SweepStats, started: float) -> None:
         self.sweeps += 1
+        self._last_listed = stats.listed
         self.foreign_instances = stats.foreign
         self.adopted_total += stats.adopted
         self.lost_total += stats.lost
