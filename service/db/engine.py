@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 
 _BEGIN_OPTION = "novita_sqlite_begin"
 _NOTES = "novita_commit_notes"
+# Commit-note topic: notifications were queued in the outbox (items: our instance ids).
+NOTIFICATIONS_QUEUED = "notifications.queued"
 # What a commit listener gets: topic → the items noted under it (e.g. instance ids).
 CommitNotes = Mapping[str, tuple[str, ...]]
 # asyncpg waits 60 s for a connection by default; a server that does not answer in 10 s is

@@ -1,31 +1,34 @@
 """Client-side rate limit for Novita requests: callers wait for a slot instead of failing,
 the more urgent first.
 
-aiolimiter's leaky bucket paces request *starts* (bursts up to the per-minute budget, then
-the steady rate), so any number of requests may be in flight. In front of it sits a small
-priority scheduler: each caller says how urgent its request is (`Priority`), and slots go
-to the most urgent caller waiting, first come first served within a class:
+The limit is a sliding window: at most `per_minute` requests *start* in any 60 seconds
+(any number may be in flight). A burst may use the whole budget at once; then the next
+start waits until the oldest one leaves the window. (A leaky bucket, aiolimiter's, lets a
+full burst be followed by the steady rate, so up to twice the limit in one minute after a
+quiet spell: a provider counting per minute would answer 429.)
+
+Each caller says how urgent its request is (`Priority`), and starts go to the most urgent
+caller waiting, first come first served within a class:
 
 - URGENT: creates, client and policy actions, the catalogue reads they need;
 - TRANSITIONAL: polls of instances in transition and the reads readiness needs;
 - BACKGROUND: relist pages and polls of stable instances.
 
 A class waits whenever a more urgent one waits. A class may also not fill the last share
-of the bucket (`HEADROOM`): with the relist and stable polls using all they are allowed,
+of the window (`HEADROOM`): with the relist and stable polls using all they are allowed,
 a burst of creates or of transitional polls still starts at once instead of queueing
-behind them. The total never exceeds the bucket's budget, whatever the mix.
+behind them. The total never exceeds `per_minute` in any window, whatever the mix.
 
-Why written here: aiolimiter (and the other rate limiters on PyPI) serve waiters in
-arrival order (aiolimiter: smallest amount first) and know no classes; a priority queue
-in front of the bucket is the small piece they lack. It only uses the bucket's public
-`acquire` and `has_capacity`.
+Why written here: the rate limiters on PyPI (aiolimiter, limits, pyrate-limiter) serve
+waiters in arrival order, or do not wait at all, and know no classes; a window of start
+times and a priority queue in front of it are the small piece needed, a few lines each.
 
 A 429 calls `pause()`: until the pause ends every caller waits, whatever its class, the
-429-ed one included. The bucket and the scheduler run on event-loop time (aiolimiter's own
-choice). The pause runs on the injected `time`/`sleep` pair, the same pair the client's
-retry backoff uses, so a test that fakes one fakes both. A waiter that slept through the
-pause it saw goes on even if `time` did not move (a recording fake sleep), and waits again
-only when the pause was extended meanwhile.
+429-ed one included. The window and the scheduler run on event-loop time (so tests fake it
+with looptime). The pause runs on the injected `time`/`sleep` pair, the same pair the
+client's retry backoff uses, so a test that fakes one fakes both. A waiter that slept
+through the pause it saw goes on even if `time` did not move (a recording fake sleep), and
+waits again only when the pause was extended meanwhile.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ import heapq
 import itertools
 import math
 import time as _time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from enum import IntEnum
 
 import structlog
-from aiolimiter import AsyncLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +58,8 @@ class Priority(IntEnum):
     BACKGROUND = 2
 
 
-# The share of the bucket a class leaves free for the classes above it.
+WINDOW_SECONDS = 60.0
+# The share of the window a class leaves free for the classes above it.
 HEADROOM: Mapping[Priority, float] = {
     Priority.URGENT: 0.0,
     Priority.TRANSITIONAL: 0.05,
@@ -74,10 +78,9 @@ class RateLimiter:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         self.per_minute = per_minute
-        self._bucket = AsyncLimiter(per_minute, 60)
-        # Slots a class needs free in the bucket before it may take one.
+        self._starts: deque[float] = deque()  # event-loop times of the starts in the window
+        # Free places a class needs in the window before it may take one.
         self._needs = {p: 1 + math.floor(per_minute * share) for p, share in HEADROOM.items()}
-        self._slot_seconds = 60.0 / per_minute
         self._time = time
         self._sleep = sleep
         self._resume_at = 0.0
@@ -98,6 +101,11 @@ class RateLimiter:
     @property
     def backlog_by_priority(self) -> dict[Priority, int]:
         return dict(self._waiting_by_priority)
+
+    def started_within(self, seconds: float = WINDOW_SECONDS) -> int:
+        """Requests started in the last `seconds` (at most the window)."""
+        since = asyncio.get_running_loop().time() - seconds
+        return sum(1 for at in self._starts if at > since)
 
     @property
     def paused_for(self) -> float:
@@ -144,29 +152,30 @@ class RateLimiter:
         await turn
 
     async def _dispatch(self) -> None:
-        """Hand out slots, the most urgent waiter first, while anyone waits."""
+        """Hand out starts, the most urgent waiter first, while anyone waits."""
         queue = self._queue
+        loop = asyncio.get_running_loop()
         while queue:
             priority, _order, turn = queue[0]
             if turn.done():
                 heapq.heappop(queue)
                 continue
+            now = loop.time()
+            while self._starts and self._starts[0] <= now - WINDOW_SECONDS + 1e-9:
+                self._starts.popleft()
             need = self._needs[Priority(priority)]
-            if need > 1 and not self._bucket.has_capacity(need):
-                # Not enough headroom for this class yet: look again when the bucket has
-                # drained a little, or at once when a more urgent caller arrives.
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), self._slot_seconds / 4)
+            over = len(self._starts) + need - self.per_minute
+            if over <= 0:
+                heapq.heappop(queue)
+                self._starts.append(now)
+                turn.set_result(None)
+                self.granted_by_priority[Priority(priority)] += 1
                 continue
-            await self._bucket.acquire()
-            # The slot goes to whoever is most urgent now (someone may have come meanwhile).
-            while queue:
-                priority, _order, turn = heapq.heappop(queue)
-                if not turn.done():
-                    turn.set_result(None)
-                    self.granted_by_priority[Priority(priority)] += 1
-                    break
+            # Wait until enough starts have left the window, or a more urgent caller comes.
+            wait = self._starts[over - 1] + WINDOW_SECONDS - now
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), max(wait, 0.0))
 
     async def _wait_out_pause(self, waited_out: float | None) -> float | None:
         """Sleep until the pause ends; return the pause end this caller has slept through."""

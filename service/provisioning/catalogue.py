@@ -1,7 +1,8 @@
 """Short-lived memory of Novita's catalogue and of where capacity recently ran out.
 
-One products call serves every region (docs/architecture.md), reused for a short TTL, so a burst of
-requests does not cost one call each; clusters change even less often. Capacity blocks
+One products call serves every region (docs/architecture.md), reused for a short TTL and
+read once however many ask at once (`memo`), so a burst of requests does not cost one
+call each; clusters change even less often. Capacity blocks
 remember a region x product that answered INSUFFICIENT_RESOURCE so the next requests skip
 it for a while instead of failing there first. All of it is per process and in memory:
 losing it on restart only costs a few extra calls.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from service.clock import Clock
 from service.novita import Cluster, NetworkStorage, NovitaClient, Product
+from service.provisioning.memo import Memo
 from service.provisioning.selection import Block
 from service.provisioning.templates import TemplateCache
 from service.settings import Settings
@@ -23,50 +25,25 @@ _CPU = "cpu"  # the key of CPU products among the per-billing-mode GPU product l
 class CatalogueCache:
     def __init__(self, novita: NovitaClient, clock: Clock, ttl: float) -> None:
         self._novita = novita
-        self._clock = clock
-        self._ttl = ttl
-        self._products: dict[str, tuple[float, tuple[Product, ...]]] = {}
-        self._clusters: tuple[float, tuple[Cluster, ...]] | None = None
-        self._storages: tuple[float, tuple[NetworkStorage, ...]] | None = None
-
-    def _fresh(self, fetched_at: float) -> bool:
-        return self._clock.monotonic() - fetched_at < self._ttl
+        self._products: Memo[tuple[Product, ...]] = Memo(clock, ttl)
+        self._clusters: Memo[tuple[Cluster, ...]] = Memo(clock, ttl)
+        self._storages: Memo[tuple[NetworkStorage, ...]] = Memo(clock, ttl)
 
     async def products(self, billing_mode: str) -> tuple[Product, ...]:
         """Every product offering `billing_mode`, with prices and availability for it."""
-        cached = self._products.get(billing_mode)
-        if cached is not None and self._fresh(cached[0]):
-            return cached[1]
-        fetched_at = self._clock.monotonic()
-        products = await self._novita.list_products(billing_method=billing_mode)
-        self._products[billing_mode] = (fetched_at, products)
-        return products
+        return await self._products.get(
+            billing_mode, lambda: self._novita.list_products(billing_method=billing_mode)
+        )
 
     async def cpu_products(self) -> tuple[Product, ...]:
         """CPU products (`/cpu/products`), priced per instance-hour, on demand."""
-        cached = self._products.get(_CPU)
-        if cached is not None and self._fresh(cached[0]):
-            return cached[1]
-        fetched_at = self._clock.monotonic()
-        products = await self._novita.list_cpu_products()
-        self._products[_CPU] = (fetched_at, products)
-        return products
+        return await self._products.get(_CPU, self._novita.list_cpu_products)
 
     async def network_storages(self) -> tuple[NetworkStorage, ...]:
-        if self._storages is not None and self._fresh(self._storages[0]):
-            return self._storages[1]
-        fetched_at = self._clock.monotonic()
-        storages = await self._novita.list_network_storages()
-        self._storages = (fetched_at, storages)
-        return storages
+        return await self._storages.get("", self._novita.list_network_storages)
 
     async def clusters(self) -> tuple[Cluster, ...]:
-        if self._clusters is not None and self._fresh(self._clusters[0]):
-            return self._clusters[1]
-        fetched_at = self._clock.monotonic()
-        clusters = await self._novita.list_clusters()
-        self._clusters = (fetched_at, clusters)
-        return clusters
+        return await self._clusters.get("", self._novita.list_clusters)
 
 
 class CapacityBlocks:

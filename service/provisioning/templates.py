@@ -15,6 +15,7 @@ from typing import Any
 
 from service.clock import Clock
 from service.novita import NovitaClient, Template
+from service.provisioning.memo import Memo
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +87,13 @@ def merge_template(
 
 
 class TemplateCache:
-    """Templates by id, reused for `ttl` seconds; a missing template is not remembered."""
+    """Templates by id, reused for `ttl` seconds, each read once however many ask at once;
+    a missing template is not remembered."""
 
     def __init__(self, novita: NovitaClient, clock: Clock, ttl: float) -> None:
         self._novita = novita
-        self._clock = clock
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, Template]] = {}
+        self._entries: Memo[Template] = Memo(clock, ttl)
 
     async def get(self, template_id: str) -> Template:
         """The template; raises `NovitaNotFoundError` if Novita has none with that id."""
-        now = self._clock.monotonic()
-        cached = self._entries.get(template_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
-        template = await self._novita.get_template(template_id)
-        self._entries[template_id] = (now, template)
-        return template
+        return await self._entries.get(template_id, lambda: self._novita.get_template(template_id))

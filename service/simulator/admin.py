@@ -120,6 +120,8 @@ class AdminRoutes:
                     "plan": [value for _, value in inst.plan],
                     "holdsCapacity": inst.holds_capacity,
                     "spotPool": inst.spot,
+                    # Unix seconds (fractional) it last became `running`: benchmarks time from it.
+                    "runningSince": inst.last_started_at,
                 },
             }
         )

@@ -1,6 +1,8 @@
 """The notifier: delivers outbox rows to clients' webhook URLs, signed, retried (README).
 
-One `run_once` is one batch:
+One `run_once` is one batch; a worker's commit that queued notifications (a status read
+from Novita, `ready`) wakes the loop at once (`NOTIFICATIONS_QUEUED`), else it looks
+every second:
 
 1. In one transaction, select due rows and decide each: no target (neither the instance's
    webhookUrl nor WEBHOOK_URL) → `no_target`; target disabled by an earlier 410 →
@@ -35,7 +37,7 @@ import structlog
 from service.clock import Clock
 from service.db import outbox as outbox_db
 from service.db import repository
-from service.db.engine import Database
+from service.db.engine import NOTIFICATIONS_QUEUED, CommitNotes, Database
 from service.domain import EventSource
 from service.notifications.delivery import Deliverer, new_delivery_session
 from service.notifications.errors import WebhookTargetRefusedError
@@ -386,4 +388,11 @@ class NotifierLoop(WorkerLoop):
 
 
 def build_notifier_loop(resources: Resources) -> WorkerLoop:
-    return NotifierLoop(Notifier.from_resources(resources))
+    loop = NotifierLoop(Notifier.from_resources(resources))
+
+    def on_commit(notes: CommitNotes) -> None:
+        if notes.get(NOTIFICATIONS_QUEUED):
+            loop.wake()  # deliver what a worker just queued without waiting for the next pass
+
+    resources.database.commit_listeners.append(on_commit)
+    return loop

@@ -39,7 +39,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import repository as repo
-from service.db.engine import note_after_commit
+from service.db.engine import NOTIFICATIONS_QUEUED, note_after_commit
 from service.db.models import instance_events
 from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource, Instance, InstanceEvent, Status
@@ -223,6 +223,7 @@ async def apply_observation(
         row = result.instance
         if result.event is not None:
             recorded.append((step, result.event))
+            note_after_commit(conn, NOTIFICATIONS_QUEUED, current.id)
             if step is Status.RUNNING:
                 note_after_commit(conn, RUNNING_OBSERVED, current.id)
     if planned.unrecognised:

@@ -37,7 +37,7 @@ import structlog
 from service.clock import Clock
 from service.db import claims, sweeps
 from service.db import repository as repo
-from service.db.engine import CommitNotes, Database
+from service.db.engine import NOTIFICATIONS_QUEUED, CommitNotes, Database, note_after_commit
 from service.domain import EventSource, Instance, Status
 from service.novita import NovitaError, NovitaNotFoundError, Priority
 from service.readiness import Prober, ProbeResult, ProbeTarget, probe_targets, readiness_path
@@ -254,6 +254,7 @@ class ReadinessWorker:
                     changes=changes,
                     locked=current,
                 )
+                note_after_commit(conn, NOTIFICATIONS_QUEUED, instance.id)
                 self.ready_total += 1
                 log.info("readiness.ready", instance_id=instance.id)
             elif same_run and now >= deadline:
@@ -268,6 +269,7 @@ class ReadinessWorker:
                     detail={**detail, "startupTimeout": self.config.startup_timeout},
                     locked=current,
                 )
+                note_after_commit(conn, NOTIFICATIONS_QUEUED, instance.id)
                 self.timed_out_total += 1
                 log.warning(
                     "readiness.startup_timeout",
