@@ -5,7 +5,10 @@ The limit (`RATE_LIMIT_PER_MINUTE`, per process) is a budget of calls a minute:
 - urgent calls (creates, client and policy actions) come first; what they used over the
   last minute is measured and set aside;
 - the background (polls of stable instances and relist pages) keeps what it needs, up to
-  `STABLE_POLL_SHARE` of the limit: it yields the rest when something is in transition;
+  `STABLE_POLL_SHARE` of the limit: it yields the rest when something is in transition.
+  Within it the relist comes first (one call sees a hundred instances, a poll one): the
+  stable polls get `STABLE_POLL_SHARE` or what the background's part of the limiter's
+  window leaves beside the relist, whichever is less (a tenth of the limit at least);
 - instances in transition share what is left: each round of reads (one per instance, or
   one list call per page of the provider's instances when that is fewer) comes as often as
   that allows, but never sooner than `TRANSITIONAL_POLL_FLOOR`.
@@ -20,8 +23,16 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-# Whatever the others use, transitional reads keep this share of the limit.
+from service.novita.limiter import HEADROOM, Priority
+
+# Whatever the others use, transitional reads and stable polls keep this share each.
 MIN_TRANSITIONAL_SHARE = 0.1
+MIN_STABLE_SHARE = 0.1
+# A relist spreads its pages over this share of RELIST_INTERVAL (the rest is slack for
+# pages that wait behind more urgent calls).
+RELIST_SPREAD = 0.8
+# The share of the limiter's window background calls may fill.
+BACKGROUND_SHARE = 1.0 - HEADROOM[Priority.BACKGROUND]
 # Urgent demand is measured over this window.
 URGENT_WINDOW_SECONDS = 60.0
 
@@ -39,11 +50,20 @@ class CallBudget:
         """List calls to read `instances` provider instances."""
         return max(1, math.ceil(instances / self.page_size))
 
+    def relist_demand(self, listed: int) -> float:
+        """List calls a minute while a relist of `listed` instances sweeps."""
+        return self.pages(listed) * 60.0 / (self.relist_interval * RELIST_SPREAD)
+
+    def stable_budget(self, listed: int) -> float:
+        """Polls a minute the stable instances may take, beside the relist."""
+        room = self.per_minute * BACKGROUND_SHARE - self.relist_demand(listed)
+        share = min(self.per_minute * self.stable_share, room)
+        return max(self.per_minute * MIN_STABLE_SHARE, share)
+
     def background_demand(self, stable: int, listed: int) -> float:
-        """Calls a minute the stable polls (within their share) and the relist ask for."""
-        polls = min(stable * 60.0 / self.slow_interval, self.per_minute * self.stable_share)
-        relist = self.pages(listed) * 60.0 / self.relist_interval
-        return polls + relist
+        """Calls a minute the stable polls (within their budget) and the relist ask for."""
+        polls = min(stable * 60.0 / self.slow_interval, self.stable_budget(listed))
+        return polls + self.relist_demand(listed)
 
     def transitional_budget(self, urgent_per_minute: float, background: float) -> float:
         """Calls a minute left for instances in transition."""

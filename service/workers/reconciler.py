@@ -197,8 +197,13 @@ class Reconciler:
         self.transitional = len(moving)
         self.by_listing = len(moving) > pages
         self.round_interval = budget.round_interval(pages, left) if self.by_listing else one_by_one
-        if self.applier.pacing.transitional_interval != one_by_one:
-            self.applier.pacing = replace(self.applier.pacing, transitional_interval=one_by_one)
+        pacing = replace(
+            self.applier.pacing,
+            transitional_interval=one_by_one,
+            stable_budget=budget.stable_budget(listed),
+        )
+        if pacing != self.applier.pacing:
+            self.applier.pacing = pacing
         if not self.by_listing or now < self._next_listing:
             return 0
         self._next_listing = now + self.round_interval

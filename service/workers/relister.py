@@ -50,6 +50,7 @@ from service.provisioning.naming import instance_id_from_provider_name
 from service.resources import Resources, new_owner_id
 from service.settings import Settings
 from service.workers.adopter import adopt
+from service.workers.call_budget import RELIST_SPREAD
 from service.workers.loop import WorkerLoop
 from service.workers.observe import ObservationApplier, Pacing, differs
 from service.workers.reconciler import ReconcilerConfig
@@ -57,9 +58,6 @@ from service.workers.reconciler import ReconcilerConfig
 log = structlog.get_logger(__name__)
 
 LEASE_NAME = "relist"
-# A sweep's pages are spread over this share of RELIST_INTERVAL (the rest is slack for
-# pages that wait behind more urgent calls).
-RELIST_SPREAD = 0.8
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ DEFAULTS = CallBudget(
 def test_on_an_empty_fleet_one_transitional_instance_is_read_at_the_floor() -> None:
     background = DEFAULTS.background_demand(stable=0, listed=1)
     left = DEFAULTS.transitional_budget(urgent_per_minute=1, background=background)
-    assert left == pytest.approx(100 - 1 - 0.2)
+    assert left == pytest.approx(100 - 1 - 0.25)  # one relist page every 240 s
     assert DEFAULTS.round_interval(1, left) == 1.0
 
 
@@ -25,12 +25,20 @@ def test_many_in_transition_are_each_read_less_often_within_the_budget() -> None
 
 
 def test_the_background_keeps_its_share_and_yields_the_rest() -> None:
-    # 20,000 stable instances: polls capped at 50/min, the relist 200 pages per 5 min.
+    # 20,000 stable instances: the relist's 200 pages over 80 % of 5 min (50 a minute)
+    # come first; the polls get what the background's 80 % of the window leaves (30).
+    assert DEFAULTS.relist_demand(20_000) == pytest.approx(50)
+    assert DEFAULTS.stable_budget(20_000) == pytest.approx(30)
     background = DEFAULTS.background_demand(stable=20_000, listed=20_000)
-    assert background == pytest.approx(50 + 40)
+    assert background == pytest.approx(80)
     left = DEFAULTS.transitional_budget(urgent_per_minute=0, background=background)
     assert left == pytest.approx(50)  # the background keeps STABLE_POLL_SHARE, not 90
     assert DEFAULTS.round_interval(1, left) == pytest.approx(1.2)
+
+
+def test_stable_polls_keep_their_share_on_a_small_fleet_and_a_tenth_on_a_huge_one() -> None:
+    assert DEFAULTS.stable_budget(1_000) == pytest.approx(50)
+    assert DEFAULTS.stable_budget(100_000) == pytest.approx(10)
 
 
 def test_urgent_demand_comes_first_but_never_starves_transitional_reads() -> None:
