@@ -15,8 +15,8 @@ Novita's reads are the truth; webhooks only make us look sooner.
 - Transitional instances by listing: when one list call per page of the provider's
   instances is fewer calls than one read per transitional instance (a few pages, many
   instances in transition), a round lists them instead (TRANSITIONAL priority), applies
-  what changed, and pushes the seen rows' own polls back by what polling them one by one
-  would take (their safety net).
+  what changed, and pushes the seen rows' own polls back by two rounds: while listings
+  go on, they are not read one by one; once listings stop (or fail), they soon are.
 - Between batches, a pass with nothing due waits for the next poll or round due within
   `lookahead` seconds instead of a whole loop interval.
 - While the circuit breaker is open the batch is skipped (`paused`, for /health).
@@ -197,9 +197,11 @@ class Reconciler:
         self.transitional = len(moving)
         self.by_listing = len(moving) > pages
         self.round_interval = budget.round_interval(pages, left) if self.by_listing else one_by_one
+        # While listings watch them, a transitional row's own poll waits two rounds.
+        own_poll = 2 * self.round_interval if self.by_listing else one_by_one
         pacing = replace(
             self.applier.pacing,
-            transitional_interval=one_by_one,
+            transitional_interval=own_poll,
             stable_budget=budget.stable_budget(listed),
         )
         if pacing != self.applier.pacing:
@@ -207,9 +209,9 @@ class Reconciler:
         if not self.by_listing or now < self._next_listing:
             return 0
         self._next_listing = now + self.round_interval
-        return await self._list_round(moving, budget, one_by_one)
+        return await self._list_round(moving, budget, own_poll)
 
-    async def _list_round(self, moving: list[Instance], budget: CallBudget, safety: float) -> int:
+    async def _list_round(self, moving: list[Instance], budget: CallBudget, wait: float) -> int:
         """One listing: apply what changed for the transitional rows; push back their polls."""
         rows = {i.novita_instance_id: i for i in moving}
         asked_at = self._clock.now()
@@ -237,7 +239,7 @@ class Reconciler:
         now = self._clock.now()
         async with self._db.transaction() as conn:
             await sweeps.postpone_polls(
-                conn, seen, until=now + timedelta(seconds=safety), now=now
+                conn, seen, until=now + timedelta(seconds=wait), now=now
             )
         return len(seen)
 

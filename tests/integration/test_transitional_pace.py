@@ -89,3 +89,22 @@ async def test_many_in_transition_are_watched_by_one_listing_a_round(
     assert lists <= rounds
     assert gets == 0
     assert reconciler.listings >= rounds - 1
+
+
+async def test_rows_a_listing_watches_are_read_one_by_one_soon_once_it_stops(
+    database: Database,
+    simulator: Simulator,
+    sim_clock: ManualClock,
+    provisioner: Provisioner,
+    reconciler: Reconciler,
+) -> None:
+    ids = await submitted(database, sim_clock, provisioner, 6)
+    await advance(simulator, sim_clock, 1.0)
+    await reconciler.run_once()
+    assert reconciler.by_listing and reconciler.round_interval is not None
+    for instance_id in ids:
+        due = (await load(database, instance_id)).next_check_at
+        assert due is not None
+        # Pushed back past the next listing, but no further than two rounds.
+        wait = (due - sim_clock.now()).total_seconds()
+        assert reconciler.round_interval < wait <= 2 * reconciler.round_interval + 0.01
