@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-FLAGS = ("paused", "is_leader")
+FLAGS = ("paused", "is_leader", "by_listing")
 COUNTS = (
     "applied",
     "awaiting",
@@ -24,6 +24,10 @@ COUNTS = (
     "repaired_total",
     "foreign_instances",
     "last_sweep_seconds",
+    "transitional",
+    "listings",
+    "round_interval",
+    "endpoint_reads",
 )
 TIMES = ("last_relist_at", "last_successful_sweep_at")
 # A relist leader whose last good sweep is older than this many intervals is overdue.
