@@ -49,6 +49,12 @@ async def running_instances(conn: AsyncConnection, *, limit: int) -> list[Instan
     return [instance_from_mapping(row._mapping) for row in rows]
 
 
+async def count_live_provider_rows(conn: AsyncConnection) -> int:
+    """Our live rows that have a Novita instance (what a relist expects to list at least)."""
+    count = await conn.scalar(sa.select(sa.func.count()).where(_polled()))
+    return int(count or 0)
+
+
 async def probe_again_at(conn: AsyncConnection, instance_id: str, at: datetime) -> None:
     """When the readiness worker probes this row next (its own pace, set with a verdict)."""
     await conn.execute(

@@ -16,9 +16,10 @@ while the list shifts): not found → `deleted` if we were deleting, else `faile
 A listing that fails part-way concludes nothing about absent instances.
 
 The pages of a sweep are spread over `spread` of the interval (from the number of pages
-the last sweep read), not read in one burst: each page is then read once per interval all
-the same, and the list calls, BACKGROUND in the limiter, leave room for everything more
-urgent at every moment of the sweep.
+the last sweep read; the first sweep of a process counts our rows), not read in one
+burst: each page is then read once per interval all the same, and the list calls,
+BACKGROUND in the limiter, leave room for everything more urgent at every moment of the
+sweep.
 
 Only one process sweeps at a time: the `relist` lease (`service.db.leases`), renewed at
 each sweep and during long ones. While the breaker is open nothing is asked (`paused`).
@@ -218,7 +219,7 @@ class Relister:
         # drops repeats), so its items were read no earlier than the previous chunk began.
         marks = (started_at, started_at)
         chunk: list[ProviderInstance] = []
-        spacing = self._page_spacing()
+        spacing = await self._page_spacing()
         page = 0
         pages = self._novita.iter_instances(
             page_size=self.config.page_size, priority=Priority.BACKGROUND
@@ -240,10 +241,17 @@ class Relister:
         self._finish(stats, started)
         return stats
 
-    def _page_spacing(self) -> float:
-        """Seconds between two pages of this sweep (0: no pacing)."""
-        pages = math.ceil(self._last_listed / self.config.page_size)
-        if not self.config.spread or pages <= 1:
+    async def _page_spacing(self) -> float:
+        """Seconds between two pages of this sweep (0: no pacing), from the instances the
+        last sweep listed, or for the first one, from our rows Novita knows."""
+        if not self.config.spread:
+            return 0.0
+        expected = self._last_listed
+        if not self.sweeps:
+            async with self._db.read() as conn:
+                expected = max(expected, await sweeps.count_live_provider_rows(conn))
+        pages = math.ceil(expected / self.config.page_size)
+        if pages <= 1:
             return 0.0
         return self.config.interval * self.config.spread / pages
 

@@ -5,6 +5,7 @@ the cost of a sweep in list calls, and pausing while the breaker is open."""
 from __future__ import annotations
 
 import math
+import time
 from datetime import timedelta
 
 import pytest
@@ -344,3 +345,29 @@ async def test_the_relist_and_a_poll_agree_on_the_same_answer(
     await api_moves(database, sim_clock, instance_id, Status.STOPPING)
     await relister.run_once()
     assert (await load(database, instance_id)).status is Status.STOPPING
+
+
+async def test_a_sweep_spreads_its_pages_over_its_interval(
+    database: Database,
+    simulator_factory: SimulatorFactory,
+    sim_clock: ManualClock,
+    sim_api_key: str,
+) -> None:
+    simulator = await simulator_factory(capacity_on_demand=1000)
+    unlimited = NovitaClient(
+        simulator.base_url, sim_api_key, clock=sim_clock, rate_limit_per_minute=100_000
+    )
+    async with unlimited as novita:
+        for n in range(37):
+            await novita.create_instance(create_request(f"spread-{n}"))
+        relister = make_relister(
+            database, novita, sim_clock, page_size=10, interval=0.5, spread=0.8
+        )
+        await relister.sweep()  # the first: nothing of ours to count the pages by
+        started = time.perf_counter()
+        await relister.sweep()  # 4 pages over 80 % of 0.5 s: 0.1 s between pages
+        second = time.perf_counter() - started
+        simulator.requests_by_path.clear()
+    # A lower bound only: the pages waited for their turn, however fast the machine.
+    assert second >= 0.3
+    assert relister.sweeps == 2
