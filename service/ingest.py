@@ -42,29 +42,9 @@ from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.db.inbox_store import InboxStore, open_store
 from service.db.outage import causes, describe, is_database_outage
-from service.errors import MalformedRequestError, ServiceError
+from service.errors import IngestBusyError, IngestUnavailableError, UnstorableEventError
 
 log = structlog.get_logger(__name__)
-
-
-class IngestBusyError(ServiceError):
-    """Too many webhooks are waiting to be stored; retry shortly."""
-
-    code = "INGEST_BUSY"
-    retry_after = 1.0
-
-
-class IngestUnavailableError(ServiceError):
-    """The webhook could not be stored; it was not acknowledged."""
-
-    code = "INGEST_UNAVAILABLE"
-    retry_after = 5.0
-
-
-class UnstorableEventError(MalformedRequestError):
-    """The event cannot be stored as sent; retrying it will not help."""
-
-    code = "UNSTORABLE_EVENT"
 
 
 # What a database raises for a row it will never store (PostgreSQL's class 22 "data

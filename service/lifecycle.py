@@ -22,9 +22,11 @@ from service.domain import EventSource, Instance, InstanceSpec, Status
 from service.errors import (
     IllegalTransitionError,
     InstanceBusyError,
+    InstanceLostError,
     InstanceNotFoundError,
+    NoCapacityToStartError,
+    ProviderStateConflictError,
     ServiceError,
-    UpstreamError,
     ValidationFailedError,
 )
 from service.novita.errors import (
@@ -60,24 +62,6 @@ START_FROM = frozenset({Status.STOPPED, Status.INTERRUPTED})
 STOP_FROM = frozenset({Status.RUNNING, Status.READY})
 RESTART_FROM = frozenset({Status.RUNNING, Status.READY})
 NOT_DELETABLE = frozenset({Status.DELETING, Status.DELETED})
-
-
-class NoCapacityToStartError(UpstreamError):
-    """Novita has no capacity to start the instance now; it stays stopped."""
-
-    code = "INSUFFICIENT_CAPACITY"
-
-
-class ProviderStateConflictError(UpstreamError):
-    """Novita refused the change for the instance's current provider state."""
-
-    code = "PROVIDER_STATE_CONFLICT"
-
-
-class InstanceLostError(UpstreamError):
-    """Novita no longer has this instance."""
-
-    code = "INSTANCE_LOST"
 
 
 @dataclass(frozen=True, slots=True)

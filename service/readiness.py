@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from service.notifications.errors import UnresolvableHostError, WebhookTargetRefusedError
+from service.errors import UnresolvableHostError, WebhookTargetRefusedError
 from service.notifications.ssrf import (
     CheckedResolver,
     check_literal_host,

@@ -1,8 +1,9 @@
-"""The one table that turns exceptions into HTTP answers (README: errors).
+"""The one place exceptions become HTTP answers (README: errors).
 
-`ServiceError`s are expected failures and map to their status; Starlette's HTTP exceptions
-(unknown route, wrong method) keep theirs; anything else is a bug: logged with its
-traceback and answered 500 without details.
+A `ServiceError` is an expected failure and says its own answer (`http_status`, `code`,
+`public_details()`, `http_headers()`: the tree in `service.errors`); Starlette's HTTP
+exceptions (unknown route, wrong method) keep their status; a database outage is a 503;
+anything else is a bug: logged with its traceback and answered 500 without details.
 """
 
 from __future__ import annotations
@@ -17,62 +18,9 @@ from starlette.responses import Response
 
 from service.api.responses import JSONResponse
 from service.db.outage import OUTAGE_TYPES, describe, is_database_outage
-from service.errors import (
-    AuthenticationError,
-    DatabaseError,
-    DomainError,
-    ForbiddenError,
-    IdempotencyConflictError,
-    IllegalTransitionError,
-    InstanceBusyError,
-    InstanceNotFoundError,
-    MalformedRequestError,
-    PayloadTooLargeError,
-    RequestError,
-    ServiceError,
-    UpstreamError,
-    ValidationFailedError,
-    WebhookSignatureError,
-)
-from service.ingest import IngestBusyError, IngestUnavailableError
-from service.lifecycle import InstanceLostError, NoCapacityToStartError, ProviderStateConflictError
-from service.notifications.errors import (
-    InvalidCursorError,
-    NotificationNotFoundError,
-    NotificationPendingError,
-)
-from service.novita.errors import NovitaError, NovitaRateLimitedError, NovitaUnavailableError
+from service.errors import RETRY_AFTER_SECONDS, ServiceError, retry_after_header
 
 log = structlog.get_logger(__name__)
-
-# Most specific class first: the first match wins.
-STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
-    (MalformedRequestError, 400),
-    (AuthenticationError, 401),
-    (WebhookSignatureError, 401),
-    (ForbiddenError, 403),
-    (PayloadTooLargeError, 413),
-    (ValidationFailedError, 422),
-    (RequestError, 400),
-    (InstanceNotFoundError, 404),
-    (NotificationNotFoundError, 404),
-    (NotificationPendingError, 409),
-    (InvalidCursorError, 422),
-    (IllegalTransitionError, 409),
-    (InstanceBusyError, 409),
-    (IdempotencyConflictError, 409),
-    (DomainError, 422),
-    (DatabaseError, 503),
-    (IngestBusyError, 503),
-    (IngestUnavailableError, 503),
-    (NoCapacityToStartError, 409),
-    (ProviderStateConflictError, 409),
-    (InstanceLostError, 409),
-    (NovitaUnavailableError, 503),
-    (NovitaRateLimitedError, 503),
-    (UpstreamError, 502),
-)
-DEFAULT_RETRY_AFTER = 5
 
 HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -112,38 +60,13 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def status_for(error: ServiceError) -> int:
-    for error_type, status in STATUS_BY_ERROR:
-        if isinstance(error, error_type):
-            return status
-    return 500
-
-
-def headers_for(error: ServiceError, status: int) -> dict[str, str]:
-    if isinstance(error, AuthenticationError):
-        return {"WWW-Authenticate": 'Bearer realm="novita-lifecycle"'}
-    if status in (503, 429) or isinstance(error, InstanceBusyError):
-        retry_after = getattr(error, "retry_after", None) or DEFAULT_RETRY_AFTER
-        return {"Retry-After": str(max(1, round(retry_after)))}
-    return {}
-
-
-def details_for(error: ServiceError) -> object:
-    if isinstance(error, ValidationFailedError):
-        return {"fields": error.fields}
-    if isinstance(error, NovitaError):
-        # What Novita said, not how we reached it (no endpoint, no metadata echo).
-        return {"providerStatus": error.status, "providerReason": error.reason}
-    return error.details or None
-
-
 async def service_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    status = status_for(exc)
+    status = exc.http_status
     if status >= 500:
         log.warning("http.service_error", code=exc.code, status=status, error=exc.message)
     return error_response(
-        request, status, exc.code, exc.message, details_for(exc), headers_for(exc, status)
+        request, status, exc.code, exc.message, exc.public_details(), exc.http_headers()
     )
 
 
@@ -162,7 +85,7 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
             503,
             "DATABASE_UNAVAILABLE",
             "the database is not available; retry shortly",
-            headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
+            headers=retry_after_header(RETRY_AFTER_SECONDS),
         )
     log.error("http.unhandled_error", path=request.url.path, exc_info=exc)
     return error_response(request, 500, "INTERNAL_ERROR", "internal error; it has been logged")

@@ -14,9 +14,9 @@ from typing import Any
 from starlette.requests import Request
 
 from service import __version__
-from service.api.errors import DEFAULT_RETRY_AFTER
 from service.api.responses import JSONResponse
 from service.db.stats import Stuck
+from service.errors import RETRY_AFTER_SECONDS, retry_after_header
 from service.resources import Resources
 from service.settings import Settings
 from service.workers.facts import worker_facts
@@ -94,4 +94,4 @@ async def health(request: Request) -> JSONResponse:
     body = {"status": status, "version": __version__, "checks": checks}
     if database_up:
         return JSONResponse(body)
-    return JSONResponse(body, status_code=503, headers={"Retry-After": str(DEFAULT_RETRY_AFTER)})
+    return JSONResponse(body, status_code=503, headers=retry_after_header(RETRY_AFTER_SECONDS))

@@ -24,9 +24,13 @@ from service.auth.roles import MAX_TEAM, NO_TEAM, TEAM_RULE, Role, valid_team
 from service.cursors import encode_position
 from service.db import repository as repo
 from service.domain import Instance, InstanceSpec, Status
-from service.errors import InstanceNotFoundError, ValidationFailedError
+from service.errors import (
+    InstanceNotFoundError,
+    UnresolvableHostError,
+    ValidationFailedError,
+    WebhookTargetRefusedError,
+)
 from service.lifecycle import Lifecycle
-from service.notifications.errors import UnresolvableHostError, WebhookTargetRefusedError
 from service.notifications.ssrf import check_webhook_target
 from service.presenters import event_view, instance_view
 from service.resources import Resources
@@ -203,11 +207,11 @@ async def list_instances(request: Request) -> JSONResponse:
     )
     before = query.position_cursor()
     async with _resources(request).database.read() as conn:
-        page = await repo.list_instances(conn, where, limit=limit + 1, before=before)
-    more = len(page) > limit
-    page = page[:limit]
-    next_cursor = encode_position(page[-1].created_at, page[-1].id) if more else None
-    return JSONResponse({"items": [instance_view(i) for i in page], "nextCursor": next_cursor})
+        page = await repo.list_instances(conn, where, limit=limit, before=before)
+    next_cursor = encode_position(*page.next_key) if page.next_key else None
+    return JSONResponse(
+        {"items": [instance_view(i) for i in page.items], "nextCursor": next_cursor}
+    )
 
 
 def _instance_body(instance: Instance) -> tuple[str, bytes]:
@@ -228,14 +232,12 @@ async def list_events(request: Request) -> JSONResponse:
     limit = _limit(query, default=100)
     after = query.sequence_cursor()
     async with _resources(request).database.read() as conn:
-        events = await repo.list_events(conn, instance.id, after_seq=after, limit=limit + 1)
-    more = len(events) > limit
-    events = events[:limit]
+        page = await repo.list_events(conn, instance.id, after_seq=after, limit=limit)
     return JSONResponse(
         {
             "instanceId": instance.id,
-            "items": [event_view(e) for e in events],
-            "nextCursor": str(events[-1].seq) if more else None,
+            "items": [event_view(e) for e in page.items],
+            "nextCursor": str(page.next_key[0]) if page.next_key else None,
         }
     )
 

@@ -13,9 +13,10 @@ from service.api.bodies import parse_json_object, read_body, validate
 from service.api.query_params import Query
 from service.api.responses import JSONResponse
 from service.api.schemas import Moment, _Body
+from service.cursors import encode_position
 from service.db import outbox
 from service.errors import ValidationFailedError
-from service.notifications.models import NotificationCursor, NotificationStatus
+from service.notifications.models import NotificationStatus
 from service.notifications.views import notification_detail_view, notification_view
 from service.presenters import iso
 from service.resources import Resources
@@ -48,22 +49,20 @@ async def list_notifications(request: Request) -> JSONResponse:
     if status is not None and status not in {s.value for s in NotificationStatus}:
         known = ", ".join(s.value for s in NotificationStatus)
         raise _invalid("status", f"must be one of {known}", status[:100])
-    position = query.position_cursor()
-    after = NotificationCursor(*position) if position else None
     async with _resources(request).database.read() as conn:
         page = await outbox.list_notifications(
             conn,
             instance_id=query.text("instance") or query.text("instanceId"),
             status=status,
             type=query.text("type"),
-            after=after,
+            after=query.position_cursor(),
             limit=limit,
             team=principal_of(request).scope,
         )
     return JSONResponse(
         {
             "items": [notification_view(n, include_payload=False) for n in page.items],
-            "nextCursor": page.next_cursor.encode() if page.next_cursor else None,
+            "nextCursor": encode_position(*page.next_key) if page.next_key else None,
         }
     )
 

@@ -21,7 +21,7 @@ from service.auth.roles import Principal as ApiPrincipal
 from service.auth.roles import Role
 from service.dashboard.session import Session
 from service.domain import DEFAULT_TEAM
-from service.errors import MalformedRequestError
+from service.errors import ForbiddenError, MalformedRequestError
 
 FORM_LIMIT = 16 * 1024
 MAX_FORM_FIELDS = 20
@@ -47,17 +47,14 @@ class SignInRequiredError(Exception):
     """No valid session: the page answers with a redirect to the sign-in form."""
 
 
-class ForbiddenError(Exception):
-    """Signed in, but not allowed (a bad CSRF token, or a role without the permission)."""
-
-
 def current_session(request: Request) -> Session | None:
     session: Session | None = request.state.dashboard_session
     return session
 
 
 def authorize(request: Request, permission: Permission) -> Principal:
-    """The signed-in caller, if allowed `permission`; raises otherwise."""
+    """The signed-in caller, if allowed `permission`; raises otherwise (`SignInRequiredError`,
+    or `ForbiddenError` when signed in but not allowed)."""
     session = current_session(request)
     if session is None or session.key_id is None:
         raise SignInRequiredError

@@ -22,9 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from service.api import instances as instances_api
 from service.api import notifications as notifications_api
-from service.api.errors import status_for
 from service.dashboard.access import (
-    ForbiddenError,
     Permission,
     Principal,
     SignInRequiredError,
@@ -40,7 +38,7 @@ from service.db.fleet_now import running_now
 from service.db.stats import service_counts
 from service.db.status_ages import longest_waiting
 from service.domain import Status
-from service.errors import ServiceError, ValidationFailedError
+from service.errors import ForbiddenError, ServiceError, ValidationFailedError
 from service.reports.params import parse_query
 from service.reports.render import render
 from service.reports.run import run_report
@@ -116,7 +114,7 @@ def page(permission: Permission) -> Callable[[Page], Callable[[Request], Awaitab
                     target += "?" + urlencode({"next": here})
                 return RedirectResponse(target, status_code=303)
             except ForbiddenError as exc:
-                return render_page(request, "error.html", {"message": str(exc)}, 403)
+                return render_page(request, "error.html", {"message": exc.message}, exc.http_status)
 
         endpoint.__name__ = handler.__name__
         return endpoint
@@ -247,7 +245,7 @@ async def instance_detail(request: Request, principal: Principal) -> Response:
     try:
         context = await _instance_context(request)
     except ServiceError as exc:
-        return render_page(request, "error.html", {"message": exc.message}, status_for(exc))
+        return render_page(request, "error.html", {"message": exc.message}, exc.http_status)
     done = request.query_params.get("done")
     if done in ACTIONS:
         context["notice"] = f"{done} requested"
@@ -273,9 +271,9 @@ async def instance_action(request: Request, principal: Principal) -> Response:
         try:
             context = await _instance_context(request)
         except ServiceError:
-            return render_page(request, "error.html", {"message": exc.message}, status_for(exc))
+            return render_page(request, "error.html", {"message": exc.message}, exc.http_status)
         context["error"] = f"{action} refused: {exc.message}"
-        return render_page(request, "instance.html", context, status_for(exc))
+        return render_page(request, "instance.html", context, exc.http_status)
     target = f"/dashboard/instances/{quote(instance_id, safe='')}?done={action}"
     return RedirectResponse(target, status_code=303)
 
@@ -285,7 +283,7 @@ async def confirm_delete(request: Request, principal: Principal) -> Response:
     try:
         instance = _json(await instances_api.get_instance(request))
     except ServiceError as exc:
-        return render_page(request, "error.html", {"message": exc.message}, status_for(exc))
+        return render_page(request, "error.html", {"message": exc.message}, exc.http_status)
     return render_page(request, "confirm_delete.html", {"instance": instance})
 
 
@@ -329,7 +327,7 @@ async def notification_detail(request: Request, principal: Principal) -> Respons
     try:
         detail = _json(await notifications_api.get_notification(request))
     except ServiceError as exc:
-        return render_page(request, "error.html", {"message": exc.message}, status_for(exc))
+        return render_page(request, "error.html", {"message": exc.message}, exc.http_status)
     payload = orjson.dumps(detail.get("payload"), option=orjson.OPT_INDENT_2).decode()
     return render_page(request, "notification.html", {"n": detail, "payload": payload})
 
@@ -340,7 +338,7 @@ async def notification_redeliver(request: Request, principal: Principal) -> Resp
     try:
         await notifications_api.redeliver_notification(request)
     except ServiceError as exc:
-        return render_page(request, "error.html", {"message": exc.message}, status_for(exc))
+        return render_page(request, "error.html", {"message": exc.message}, exc.http_status)
     notification_id = request.path_params["notification_id"]
     return RedirectResponse(
         "/dashboard/notifications?"

@@ -6,9 +6,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from service.api.auth import key_matches
-from service.dashboard.access import ForbiddenError, check_csrf, current_session, read_form
+from service.dashboard.access import check_csrf, current_session, read_form
 from service.dashboard.pages import render_page
 from service.dashboard.session import Session, SessionCookie
+from service.errors import ForbiddenError
 
 HOME = "/dashboard/"
 MAX_KEY_LENGTH = 512
@@ -95,7 +96,7 @@ async def sign_out(request: Request) -> Response:
     try:
         check_csrf(session, form)
     except ForbiddenError as exc:
-        return render_page(request, "error.html", {"message": str(exc)}, 403)
+        return render_page(request, "error.html", {"message": exc.message}, exc.http_status)
     response = RedirectResponse("/dashboard/sign-in", status_code=303)
     SessionCookie.clear(response, request)
     return response

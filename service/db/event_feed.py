@@ -63,9 +63,10 @@ class FeedFilter:
         return all(item.labels.get(key) == value for key, value in self.labels)
 
 
-def _feed_event(row: sa.Row[Any]) -> FeedEvent:
+def event_from_row(row: sa.Row[Any]) -> InstanceEvent:
+    """An `instance_events` row (any select that has its columns) as an `InstanceEvent`."""
     m = row._mapping
-    event = InstanceEvent(
+    return InstanceEvent(
         id=m["id"],
         instance_id=m["instance_id"],
         seq=m["seq"],
@@ -78,7 +79,11 @@ def _feed_event(row: sa.Row[Any]) -> FeedEvent:
         reason=m["reason"],
         detail=dict(m["detail"]),
     )
-    return FeedEvent(event, dict(m["labels"] or {}), m["team"])
+
+
+def _feed_event(row: sa.Row[Any]) -> FeedEvent:
+    m = row._mapping
+    return FeedEvent(event_from_row(row), dict(m["labels"] or {}), m["team"])
 
 
 def _query() -> sa.Select[Any]:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db.keyset import Page, page_of, page_query
 from service.db.models import (
     disabled_webhook_targets,
     instances,
@@ -28,7 +29,7 @@ from service.db.models import (
     outbox_attempts,
     outbox_redeliveries,
 )
-from service.notifications.errors import NotificationNotFoundError, NotificationPendingError
+from service.errors import NotificationNotFoundError, NotificationPendingError
 from service.notifications.models import (
     AttemptOutcome,
     ClaimedNotification,
@@ -36,9 +37,7 @@ from service.notifications.models import (
     DueNotification,
     Notification,
     NotificationAttempt,
-    NotificationCursor,
     NotificationDetail,
-    NotificationPage,
     NotificationStatus,
 )
 
@@ -383,11 +382,12 @@ async def list_notifications(
     instance_id: str | None = None,
     status: NotificationStatus | str | None = None,
     type: str | None = None,
-    after: NotificationCursor | None = None,
+    after: tuple[datetime, str] | None = None,
     limit: int = 50,
     team: str | None = None,
-) -> NotificationPage:
-    """One page of notifications, oldest first, in (created_at, id) order."""
+) -> Page[Notification]:
+    """One page of notifications, oldest first, in (created_at, id) order; `after` is the
+    (created_at, id) of the last one of the previous page."""
     query = sa.select(outbox)
     if team is not None:
         query = query.where(_of_team(team))
@@ -397,20 +397,9 @@ async def list_notifications(
         query = query.where(outbox.c.status == NotificationStatus(status).value)
     if type is not None:
         query = query.where(outbox.c.type == type)
-    if after is not None:
-        query = query.where(
-            sa.or_(
-                outbox.c.created_at > after.created_at,
-                sa.and_(outbox.c.created_at == after.created_at, outbox.c.id > after.id),
-            )
-        )
-    rows = await conn.execute(query.order_by(outbox.c.created_at, outbox.c.id).limit(limit + 1))
-    items = [_notification_from_row(row) for row in rows]
-    next_cursor = None
-    if len(items) > limit:
-        items = items[:limit]
-        next_cursor = NotificationCursor(created_at=items[-1].created_at, id=items[-1].id)
-    return NotificationPage(items=tuple(items), next_cursor=next_cursor)
+    query = page_query(query, [outbox.c.created_at, outbox.c.id], after=after, limit=limit)
+    items = [_notification_from_row(row) for row in await conn.execute(query)]
+    return page_of(items, limit, lambda item: (item.created_at, item.id))
 
 
 async def get_notification(

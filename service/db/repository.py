@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import intents
 from service.db.engine import Database
+from service.db.event_feed import event_from_row
+from service.db.keyset import Page, page_of, page_query
 from service.db.models import instance_events, instances, outbox
 from service.domain import (
     TERMINAL_STATUSES,
@@ -125,23 +127,6 @@ def instance_from_mapping(m: Mapping[Any, Any]) -> Instance:
         action_intent=m["action_intent"],
         launch=m["launch"],
         team=m["team"],
-    )
-
-
-def _event_from_row(row: sa.Row[Any]) -> InstanceEvent:
-    m = row._mapping
-    return InstanceEvent(
-        id=m["id"],
-        instance_id=m["instance_id"],
-        seq=m["seq"],
-        at=m["at"],
-        source=EventSource(m["source"]),
-        kind=m["kind"],
-        from_status=Status(m["from_status"]) if m["from_status"] else None,
-        to_status=Status(m["to_status"]) if m["to_status"] else None,
-        provider_status=m["provider_status"],
-        reason=m["reason"],
-        detail=dict(m["detail"]),
     )
 
 
@@ -472,7 +457,7 @@ async def _record_event(
         )
         .returning(instance_events)
     )
-    event = _event_from_row(result.one())
+    event = event_from_row(result.one())
     data = instance_view(instance)
     data["statusReason"] = reason
     message_type = notification_type(to_status)
@@ -496,15 +481,12 @@ async def _record_event(
 
 async def list_events(
     conn: AsyncConnection, instance_id: str, *, after_seq: int = 0, limit: int = 100
-) -> list[InstanceEvent]:
-    """The instance's history, oldest first, starting after `after_seq`."""
-    rows = await conn.execute(
-        sa.select(instance_events)
-        .where(instance_events.c.instance_id == instance_id, instance_events.c.seq > after_seq)
-        .order_by(instance_events.c.seq)
-        .limit(limit)
-    )
-    return [_event_from_row(row) for row in rows]
+) -> Page[InstanceEvent]:
+    """A page of the instance's history, oldest first, starting after `after_seq`."""
+    query = sa.select(instance_events).where(instance_events.c.instance_id == instance_id)
+    query = page_query(query, [instance_events.c.seq], after=(after_seq,), limit=limit)
+    events = [event_from_row(row) for row in await conn.execute(query)]
+    return page_of(events, limit, lambda event: (event.seq,))
 
 
 async def list_outbox(
@@ -554,7 +536,7 @@ async def append_note(
         )
         .returning(instance_events)
     )
-    return _event_from_row(result.one())
+    return event_from_row(result.one())
 
 
 async def set_last_used(
@@ -585,9 +567,9 @@ async def list_instances(
     *,
     limit: int,
     before: tuple[datetime, str] | None = None,
-) -> list[Instance]:
-    """Newest first, in the stable order (created_at, id) descending; `before` is the
-    (created_at, id) of the last row of the previous page."""
+) -> Page[Instance]:
+    """A page, newest first, in the stable order (created_at, id) descending; `before` is
+    the (created_at, id) of the last row of the previous page."""
     c = instances.c
     query = sa.select(instances)
     if where.statuses:
@@ -602,17 +584,9 @@ async def list_instances(
         query = query.where(c.labels[key].as_string() == value)
     if where.team is not None:
         query = query.where(c.team == where.team)
-    if before is not None:
-        # Spelled out (not a row-value comparison) so each bind takes its column's type.
-        created_at, instance_id = before
-        query = query.where(
-            sa.or_(
-                c.created_at < created_at,
-                sa.and_(c.created_at == created_at, c.id < instance_id),
-            )
-        )
-    query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
-    return [_instance_from_row(row) for row in await conn.execute(query)]
+    query = page_query(query, [c.created_at, c.id], after=before, limit=limit, descending=True)
+    found = [_instance_from_row(row) for row in await conn.execute(query)]
+    return page_of(found, limit, lambda instance: (instance.created_at, instance.id))
 
 
 async def ids_by_novita_id(conn: AsyncConnection, novita_ids: Sequence[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import aiohttp
 
 from service.clock import Clock
-from service.notifications.errors import WebhookTargetRefusedError
+from service.errors import WebhookTargetRefusedError
 from service.notifications.models import AttemptOutcome, DeliveryResult
 from service.notifications.schedule import parse_retry_after
 from service.notifications.signing import SigningKeys, delivery_headers

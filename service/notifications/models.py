@@ -7,9 +7,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from service.cursors import decode_position, encode_position
-from service.notifications.errors import InvalidCursorError
-
 
 class NotificationStatus(StrEnum):
     PENDING = "pending"
@@ -59,31 +56,6 @@ class NotificationAttempt:
 class NotificationDetail:
     notification: Notification
     attempts: tuple[NotificationAttempt, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class NotificationCursor:
-    """Position after the last item of a page, in the listing order (created_at, id)."""
-
-    created_at: datetime
-    id: str
-
-    def encode(self) -> str:
-        return encode_position(self.created_at, self.id)
-
-    @classmethod
-    def decode(cls, token: str) -> NotificationCursor:
-        try:
-            created_at, item_id = decode_position(token)
-        except ValueError:
-            raise InvalidCursorError() from None
-        return cls(created_at=created_at, id=item_id)
-
-
-@dataclass(frozen=True, slots=True)
-class NotificationPage:
-    items: tuple[Notification, ...]
-    next_cursor: NotificationCursor | None  # None on the last page
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from service.notifications.errors import UnresolvableHostError, WebhookTargetRefusedError
+from service.errors import UnresolvableHostError, WebhookTargetRefusedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

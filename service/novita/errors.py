@@ -1,5 +1,8 @@
 """Errors from talking to Novita, and the one place HTTP failures become them.
 
+This module's part of the tree in `service.errors` (our API answers each 502, except the
+two marked 503, with its `code` and `{providerStatus, providerReason}` as details):
+
     UpstreamError (service.errors)
     └── NovitaError                     status, reason, message, metadata, endpoint, retry_after
         ├── NovitaAuthenticationError   401: the API key is missing or wrong
@@ -11,9 +14,9 @@
         ├── NovitaBadRequestError       any other 4xx (validation, quota, balance, image...)
         │   └── NovitaCudaIncompatibleError  CUDA_VERSION_INCOMPATIBLE: this product, not the
         │                                    request: a create tries the next candidate
-        ├── NovitaRateLimitedError      429; `retry_after` from the Retry-After header
+        ├── NovitaRateLimitedError      429; `retry_after` from the Retry-After header (503)
         ├── NovitaProtocolError         an answer this client cannot understand
-        └── NovitaUnavailableError      Novita cannot be reached or does not work right now
+        └── NovitaUnavailableError      Novita cannot be reached or does not work now (503)
             ├── NovitaServerError       5xx
             ├── NovitaTimeoutError      no answer within the request timeout
             ├── NovitaNetworkError      connection refused/reset, DNS, TLS, broken body
@@ -110,6 +113,10 @@ class NovitaError(UpstreamError):
         self.endpoint = endpoint
         self.retry_after = retry_after
 
+    def public_details(self) -> object:
+        # What Novita said, not how we reached it (no endpoint, no metadata echo).
+        return {"providerStatus": self.status, "providerReason": self.reason}
+
 
 class NovitaAuthenticationError(NovitaError):
     """Novita rejected the API key."""
@@ -157,6 +164,7 @@ class NovitaRateLimitedError(NovitaError):
     """Novita is rate limiting this client."""
 
     code = "NOVITA_RATE_LIMITED"
+    http_status = 503
     retryable = True
 
 
@@ -170,6 +178,7 @@ class NovitaUnavailableError(NovitaError):
     """Novita is unavailable."""
 
     code = "NOVITA_UNAVAILABLE"
+    http_status = 503
     retryable = True
     availability_failure = True
 

@@ -39,8 +39,8 @@ from service.db import outbox as outbox_db
 from service.db import repository
 from service.db.engine import NOTIFICATIONS_QUEUED, CommitNotes, Database
 from service.domain import EventSource
+from service.errors import WebhookTargetRefusedError
 from service.notifications.delivery import Deliverer, new_delivery_session
-from service.notifications.errors import WebhookTargetRefusedError
 from service.notifications.models import (
     AttemptOutcome,
     ClaimedNotification,

@@ -30,8 +30,8 @@ from service.db import policy as policy_db
 from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import EventSource, Instance, Status
-from service.errors import ServiceError
-from service.lifecycle import Lifecycle, NoCapacityToStartError
+from service.errors import NoCapacityToStartError, ServiceError
+from service.lifecycle import Lifecycle
 from service.policies.interruption import (
     InterruptionDefaults,
     InterruptionPolicy,

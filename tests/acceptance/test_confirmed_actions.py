@@ -9,7 +9,8 @@ import dataclasses
 
 import pytest
 
-from service.lifecycle import Lifecycle, ProviderStateConflictError
+from service.errors import ProviderStateConflictError
+from service.lifecycle import Lifecycle
 from service.novita import CircuitBreaker, NovitaClient
 from tests.acceptance.policy_helpers import create_ready, notifications, policy_worker
 from tests.acceptance.test_lifecycle_flow import Workers, create_running, history, status_of

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from service.clock import ManualClock
 from service.db.engine import Database
 from service.db.inbox import InboxRecord
-from service.ingest import InboxWriter, IngestUnavailableError
+from service.errors import IngestUnavailableError
+from service.ingest import InboxWriter
 from tests.acceptance.test_inbound_webhooks import event, post, signed, stored, until
 from tests.plugins.service import ServiceUnderTest
 

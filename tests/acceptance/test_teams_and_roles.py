@@ -255,8 +255,8 @@ async def test_events_a_key_causes_record_its_id_and_never_its_secret(
     assert status == 202
     legacy = await created_by(service, API_KEY)
     async with service.resources.database.read() as conn:
-        events = await repo.list_events(conn, red["id"], after_seq=0, limit=50)
-        legacy_events = await repo.list_events(conn, legacy["id"], after_seq=0, limit=50)
+        events = (await repo.list_events(conn, red["id"], after_seq=0, limit=50)).items
+        legacy_events = (await repo.list_events(conn, legacy["id"], after_seq=0, limit=50)).items
     api_events = [e for e in events if e.source is EventSource.API]
     assert [e.kind for e in api_events] == ["created", "delete_requested", "deleted"]
     assert all(e.detail.get("keyId") == keys.ids["operator"] for e in api_events)

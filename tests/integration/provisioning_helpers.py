@@ -99,7 +99,7 @@ async def load(database: Database, instance_id: str) -> Instance:
 
 async def events(database: Database, instance_id: str) -> list[InstanceEvent]:
     async with database.read() as conn:
-        return await repo.list_events(conn, instance_id)
+        return (await repo.list_events(conn, instance_id)).items
 
 
 async def api_moves(database: Database, clock: ManualClock, instance_id: str, to: Status) -> None:

@@ -23,7 +23,7 @@ from service.db import repository as repo
 from service.db.engine import Database
 from service.db.models import outbox
 from service.domain import EventSource, InstanceSpec, Status
-from service.notifications.errors import NotificationPendingError
+from service.errors import NotificationPendingError
 from service.notifications.models import AttemptOutcome, NotificationDetail, NotificationStatus
 from service.settings import Settings
 from service.workers.notifier import NO_SECRET_ERROR, NO_TARGET_ERROR, Notifier
@@ -184,7 +184,7 @@ async def test_gone_cancels_the_url_now_and_later_and_notes_it_on_the_instance(
     assert [r.payload["data"]["id"] for r in receiver.to("/other")] == [other_id]
     async with database.read() as conn:
         gone = await outbox_db.list_notifications(conn, instance_id=gone_id)
-        events = await repo.list_events(conn, gone_id)
+        events = (await repo.list_events(conn, gone_id)).items
         instance = await repo.get_instance(conn, gone_id)
         disabled = await outbox_db.list_disabled_targets(conn)
     assert [n.status for n in gone.items] == [NotificationStatus.CANCELLED] * 3
@@ -443,11 +443,11 @@ async def test_listing_pages_filters_and_redelivery_rules(
 
     async with database.read() as conn:
         page1 = await outbox_db.list_notifications(conn, limit=2)
-        assert page1.next_cursor is not None
-        page2 = await outbox_db.list_notifications(conn, limit=2, after=page1.next_cursor)
+        assert page1.next_key is not None
+        page2 = await outbox_db.list_notifications(conn, limit=2, after=page1.next_key)
         only_b = await outbox_db.list_notifications(conn, instance_id=second)
         provisioning = await outbox_db.list_notifications(conn, type="instance.provisioning")
-    assert len(page1.items) == 2 and len(page2.items) == 1 and page2.next_cursor is None
+    assert len(page1.items) == 2 and len(page2.items) == 1 and page2.next_key is None
     assert {n.id for n in page1.items + page2.items} == {
         n.id for n in (await outbox_db_all(database))
     }

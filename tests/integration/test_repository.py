@@ -55,7 +55,7 @@ async def test_new_instance_is_pending_with_created_event_and_outbox(database: D
     instance_id = await create(database)
     async with database.read() as conn:
         instance = await repo.get_instance(conn, instance_id)
-        events = await repo.list_events(conn, instance_id)
+        events = (await repo.list_events(conn, instance_id)).items
         messages = await repo.list_outbox(conn, instance_id=instance_id)
 
     assert instance.status is Status.PENDING
@@ -95,7 +95,7 @@ async def test_transitions_record_events_outbox_and_timestamps(database: Databas
     async with database.read() as conn:
         instance = await repo.get_instance(conn, instance_id)
         by_novita_id = await repo.find_instance(conn, "a1b2c3d4e5f60718")
-        events = await repo.list_events(conn, instance_id)
+        events = (await repo.list_events(conn, instance_id)).items
         messages = await repo.list_outbox(conn, instance_id=instance_id)
 
     assert instance.status is Status.READY
@@ -130,7 +130,7 @@ async def test_illegal_transition_is_refused_and_writes_nothing(database: Databa
     assert (refused.value.current, refused.value.requested) == ("pending", "ready")
     async with database.read() as conn:
         assert (await repo.get_instance(conn, instance_id)).status is Status.PENDING
-        assert len(await repo.list_events(conn, instance_id)) == 1
+        assert len((await repo.list_events(conn, instance_id)).items) == 1
         assert len(await repo.list_outbox(conn, instance_id=instance_id)) == 1
 
 
@@ -167,7 +167,7 @@ async def test_same_status_records_provider_facts_without_an_event(database: Dat
     assert result.instance.provider_status == "pulling"
     assert result.instance.provider_observed_at == observed
     async with database.read() as conn:
-        assert len(await repo.list_events(conn, instance_id)) == 2
+        assert len((await repo.list_events(conn, instance_id)).items) == 2
 
 
 async def test_a_new_run_forgets_the_previous_runs_ready_time(database: Database) -> None:
@@ -227,7 +227,7 @@ async def test_concurrent_changes_keep_a_complete_ordered_history(database: Data
     await asyncio.gather(*(step(n) for n in range(workers)))
 
     async with database.read() as conn:
-        events = await repo.list_events(conn, instance_id, limit=1000)
+        events = (await repo.list_events(conn, instance_id, limit=1000)).items
         messages = await repo.list_outbox(conn, instance_id=instance_id)
         instance = await repo.get_instance(conn, instance_id)
     assert [e.seq for e in events] == list(range(1, workers + 2)), "no event lost or duplicated"

@@ -6,8 +6,7 @@ import ipaddress
 
 import pytest
 
-from service.errors import DomainError
-from service.notifications.errors import WebhookTargetRefusedError
+from service.errors import DomainError, WebhookTargetRefusedError
 from service.notifications.ssrf import address_refusal, check_webhook_target
 
 
