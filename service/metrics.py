@@ -28,8 +28,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from service.workers.facts import numeric_facts
-
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -206,10 +204,12 @@ class ServiceCollector(Collector):
         yield failures
         now = self.resources.clock.now()
         for loop in self.workers.loops:
-            for camel, value in numeric_facts(loop.worker, now).items():
+            for camel, value in loop.worker.figures(now).items():
+                if value is None:
+                    continue  # an age not known yet: no sample
                 name = re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
                 family = GaugeMetricFamily(
                     f"{loop.worker.name}_{name}", f"{loop.worker.name}: {name.replace('_', ' ')}."
                 )
-                family.add_metric([], value)
+                family.add_metric([], float(value))
                 yield family

@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any
 
@@ -33,6 +33,10 @@ from service.simulator import Simulator, SimulatorConfig, persistence
 log = structlog.get_logger(__name__)
 
 
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 @dataclass(frozen=True)
 class Resources:
     settings: Settings
@@ -41,8 +45,9 @@ class Resources:
     novita: NovitaClient
     simulator: Simulator | None = None
     inbox: InboxWriter | None = None
-    # Who holds claims and leases taken by this process (unique per process start).
-    owner: str = ""
+    # Who holds claims and leases taken by this process: one id per Resources, made here,
+    # so every worker of the process claims under the same name (and never under "").
+    owner: str = field(default_factory=new_owner_id)
     # Readiness probes may reach private/loopback endpoints: set by configuration, and
     # always with the built-in simulator, whose port mappings answer on loopback.
     allow_private_probe_targets: bool = False
@@ -58,10 +63,6 @@ class Resources:
     def caches(self) -> ProvisioningCaches:
         """Novita's catalogue, templates and capacity blocks, cached for this process."""
         return ProvisioningCaches.create(self.novita, self.clock, self.settings)
-
-
-def new_owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 async def _restored_world(database: Database, simulator: Simulator) -> dict[str, Any] | None:
@@ -145,7 +146,6 @@ async def open_resources(
             novita=novita,
             simulator=simulator,
             inbox=inbox,
-            owner=new_owner_id(),
             allow_private_probe_targets=settings.allow_private_probe_targets
             or simulator is not None,
         )

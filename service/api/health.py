@@ -19,7 +19,6 @@ from service.db.stats import Stuck
 from service.errors import RETRY_AFTER_SECONDS, retry_after_header
 from service.resources import Resources
 from service.settings import Settings
-from service.workers.facts import worker_facts
 
 
 def _age(now: Any, then: Any) -> float | None:
@@ -30,9 +29,7 @@ def _worker_checks(request: Request, now: Any) -> dict[str, dict[str, Any]]:
     group = getattr(request.state, "workers", None)
     checks: dict[str, dict[str, Any]] = {}
     for loop in getattr(group, "loops", []):
-        entry: dict[str, Any] = {"iterations": loop.iterations, "failures": loop.failures}
-        entry.update(worker_facts(loop.worker, now))
-        checks[loop.worker.name] = entry
+        checks[loop.worker.name] = loop.figures(now)
     return checks
 
 

@@ -30,7 +30,7 @@ from service.db.models import (
 )
 from service.db.webhook_tallies import minute_of
 from service.domain import BILLING_STATUSES, Status
-from service.reports.stats import interpolate, neighbour_ranks
+from service.percentiles import interpolate, neighbour_ranks
 
 DAY_SECONDS = 86400
 _BILLING = sorted(status.value for status in BILLING_STATUSES)

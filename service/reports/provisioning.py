@@ -18,10 +18,10 @@ from typing import Any
 from service.db import reports as sql
 from service.db.engine import Database
 from service.domain import Status
+from service.percentiles import percentile
 from service.presenters import iso
 from service.reports.model import Column, Report, Section, sort_key
 from service.reports.params import ReportQuery
-from service.reports.stats import percentile
 
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 SECONDS = 3

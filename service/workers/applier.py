@@ -28,7 +28,7 @@ from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource
 from service.provisioning.status_map import Observation
 from service.resources import Resources
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop
 from service.workers.provider_truth import (
     Report,
     Verdict,
@@ -197,6 +197,9 @@ class InboxApplier:
             retention=timedelta(days=resources.settings.inbox_retention_days),
             action_settle=resources.settings.action_settle_seconds,
         )
+
+    def figures(self, now: datetime) -> Figures:
+        return {"applied": self.applied}
 
     async def run_once(self) -> int:
         now = self._clock.now()

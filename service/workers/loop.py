@@ -1,7 +1,9 @@
 """The loop every worker runs in (STYLE habit 7).
 
-A worker is an object with a `name` and an `async run_once() -> int` that does one batch
-of work and returns how much it did. `WorkerLoop` calls it until `stop()`:
+A worker is an object with a `name`, an `async run_once() -> int` that does one batch of
+work and returns how much it did, and `figures(now)`: what it tells `/health` and
+`/metrics` about itself (camelCase names; times as ages in seconds). `WorkerLoop` calls
+`run_once` until `stop()`:
 
 - when a batch did work, the next one starts at once; when it did none, the loop waits
   `idle_interval` seconds (or until `stop()` / `wake()`),
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from typing import Protocol
 
 import structlog
@@ -30,11 +33,24 @@ from service.db.outage import describe, is_database_outage
 log = structlog.get_logger(__name__)
 
 
+# One figure a worker reports: a flag, a count, a duration or age in seconds (None: not yet).
+Figure = bool | int | float | None
+Figures = dict[str, Figure]
+
+
+def age_seconds(now: datetime, then: datetime | None) -> float | None:
+    return round((now - then).total_seconds(), 3) if then is not None else None
+
+
 class Worker(Protocol):
     name: str
 
     async def run_once(self) -> int:
         """Do one batch of work; return how many items were handled."""
+        ...
+
+    def figures(self, now: datetime) -> Figures:
+        """What /health shows and /metrics exports about this worker."""
         ...
 
 
@@ -69,6 +85,11 @@ class WorkerLoop:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def figures(self, now: datetime) -> Figures:
+        """The loop's own counts, then its worker's figures."""
+        own: Figures = {"iterations": self.iterations, "failures": self.failures}
+        return own | self.worker.figures(now)
 
     async def run(self) -> None:
         log.info("worker.started", worker=self.worker.name)

@@ -53,7 +53,7 @@ from service.notifications.signing import SigningKeys, encode_body
 from service.notifications.ssrf import parse_target
 from service.resources import Resources
 from service.settings import Settings
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +159,9 @@ class Notifier:
                 allow_private=self._settings.allow_private_webhook_targets,
             )
         return self._deliverer
+
+    def figures(self, now: datetime) -> Figures:
+        return {}
 
     async def run_once(self) -> int:
         claimed, closed = await self._claim_batch()

@@ -8,16 +8,17 @@ processes sharing a database never act on one instance twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from service.clock import Clock
 from service.db.engine import Database
 from service.lifecycle import Lifecycle
 from service.policies.idle import IdleDefaults
 from service.policies.interruption import InterruptionDefaults
-from service.resources import Resources, new_owner_id
+from service.resources import Resources
 from service.settings import Settings
 from service.workers.idle_stop import IdleStopConfig, IdleStopper
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop
 from service.workers.spot_recovery import SpotRecovery, SpotRecoveryConfig
 
 
@@ -79,9 +80,12 @@ class PolicyWorker:
             Lifecycle(resources),
             database=resources.database,
             clock=resources.clock,
-            owner=resources.owner or new_owner_id(),
+            owner=resources.owner,
             config=PolicyConfig.from_settings(resources.settings),
         )
+
+    def figures(self, now: datetime) -> Figures:
+        return {}
 
     async def run_once(self) -> int:
         return await self.idle.run_once() + await self.spot.run_once()

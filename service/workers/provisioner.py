@@ -73,9 +73,9 @@ from service.provisioning.selection import (
 )
 from service.provisioning.status_map import stored_provider_status
 from service.provisioning.templates import LaunchSpec, TemplateCache, merge_template
-from service.resources import Resources, new_owner_id
+from service.resources import Resources
 from service.settings import Settings
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop
 
 log = structlog.get_logger(__name__)
 
@@ -152,13 +152,15 @@ class Provisioner:
             database=resources.database,
             novita=resources.novita,
             clock=resources.clock,
-            # Resources built by hand (tests) may have no owner: claims still need one.
-            owner=resources.owner or new_owner_id(),
+            owner=resources.owner,
             config=ProvisionerConfig.from_settings(s),
             catalogue=resources.caches.catalogue,
             templates=resources.caches.templates,
             blocks=resources.caches.blocks,
         )
+
+    def figures(self, now: datetime) -> Figures:
+        return {"paused": self.paused}
 
     async def run_once(self) -> int:
         if self._novita.breaker.state is BreakerState.OPEN:

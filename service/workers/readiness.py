@@ -41,9 +41,9 @@ from service.db.engine import NOTIFICATIONS_QUEUED, CommitNotes, Database, note_
 from service.domain import EventSource, Instance, Status
 from service.novita import NovitaError, NovitaNotFoundError, Priority
 from service.readiness import Prober, ProbeResult, ProbeTarget, probe_targets, readiness_path
-from service.resources import Resources, new_owner_id
+from service.resources import Resources
 from service.settings import Settings
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop
 from service.workers.observe import ObservationApplier
 from service.workers.provider_truth import RUNNING_OBSERVED
 from service.workers.reconciler import ReconcilerConfig
@@ -118,7 +118,7 @@ class ReadinessWorker:
     @classmethod
     def from_resources(cls, resources: Resources) -> ReadinessWorker:
         settings = resources.settings
-        owner = resources.owner or new_owner_id()
+        owner = resources.owner
         return cls(
             database=resources.database,
             clock=resources.clock,
@@ -137,6 +137,15 @@ class ReadinessWorker:
                 pacing=ReconcilerConfig.from_settings(settings).pacing,
             ),
         )
+
+    def figures(self, now: datetime) -> Figures:
+        return {
+            "awaiting": self.awaiting,
+            "probes": self.probes,
+            "readyTotal": self.ready_total,
+            "timedOutTotal": self.timed_out_total,
+            "endpointReads": self.endpoint_reads,
+        }
 
     async def run_once(self) -> int:
         """Probe the instances due; if none is, wait (up to `lookahead`) for the next one

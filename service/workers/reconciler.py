@@ -47,10 +47,10 @@ from service.novita import (
 )
 from service.novita import Instance as ProviderInstance
 from service.novita.limiter import Priority
-from service.resources import Resources, new_owner_id
+from service.resources import Resources
 from service.settings import Settings
 from service.workers.call_budget import CallBudget, RateMeter
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop
 from service.workers.observe import ObservationApplier, Pacing, differs
 
 log = structlog.get_logger(__name__)
@@ -134,10 +134,20 @@ class Reconciler:
             database=resources.database,
             novita=resources.novita,
             clock=resources.clock,
-            # Resources built by hand (tests) may have no owner: claims still need one.
-            owner=resources.owner or new_owner_id(),
+            owner=resources.owner,
             config=ReconcilerConfig.from_settings(resources.settings),
         )
+
+    def figures(self, now: datetime) -> Figures:
+        figures: Figures = {
+            "paused": self.paused,
+            "byListing": self.by_listing,
+            "transitional": self.transitional,
+            "listings": self.listings,
+        }
+        if self.round_interval is not None:
+            figures["roundInterval"] = self.round_interval
+        return figures
 
     async def run_once(self) -> int:
         done = await self._pass()

@@ -48,11 +48,11 @@ from service.novita import (
 from service.novita import Instance as ProviderInstance
 from service.novita.limiter import Priority
 from service.provisioning.naming import instance_id_from_provider_name
-from service.resources import Resources, new_owner_id
+from service.resources import Resources
 from service.settings import Settings
 from service.workers.adopter import adopt
 from service.workers.call_budget import RELIST_SPREAD
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop, age_seconds
 from service.workers.observe import ObservationApplier, Pacing, differs
 from service.workers.reconciler import ReconcilerConfig
 
@@ -60,6 +60,9 @@ log = structlog.get_logger(__name__)
 
 LEASE_NAME = "relist"
 
+
+# A leader whose last good sweep is older than this many intervals is overdue (/health).
+OVERDUE_INTERVALS = 3
 
 @dataclass(frozen=True, slots=True)
 class RelistConfig:
@@ -146,10 +149,34 @@ class Relister:
             database=resources.database,
             novita=resources.novita,
             clock=resources.clock,
-            owner=resources.owner or new_owner_id(),
+            owner=resources.owner,
             config=RelistConfig.from_settings(settings),
             pacing=ReconcilerConfig.from_settings(settings).pacing,
         )
+
+    def figures(self, now: datetime) -> Figures:
+        figures: Figures = {
+            "paused": self.paused,
+            "isLeader": self.is_leader,
+            "sweeps": self.sweeps,
+            "failedSweeps": self.failed_sweeps,
+            "adoptedTotal": self.adopted_total,
+            "lostTotal": self.lost_total,
+            "repairedTotal": self.repaired_total,
+            "foreignInstances": self.foreign_instances,
+        }
+        if self.last_sweep_seconds is not None:
+            figures["lastSweepSeconds"] = self.last_sweep_seconds
+        figures["lastRelistAgeSeconds"] = age_seconds(now, self.last_relist_at)
+        last_good = self.last_successful_sweep_at
+        figures["lastSuccessfulSweepAgeSeconds"] = age_seconds(now, last_good)
+        if self.is_leader:
+            stale = (
+                last_good is None
+                or (now - last_good).total_seconds() > OVERDUE_INTERVALS * self.config.interval
+            )
+            figures["overdue"] = bool(stale and self.sweeps)
+        return figures
 
     async def run_once(self) -> int:
         if self._novita.breaker.state is BreakerState.OPEN:

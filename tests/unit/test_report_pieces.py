@@ -13,6 +13,7 @@ import pytest
 
 from service.domain import Status
 from service.errors import ValidationFailedError
+from service.percentiles import neighbour_ranks, percentile
 from service.reports.intervals import (
     DAY_SECONDS,
     billing_intervals,
@@ -23,7 +24,6 @@ from service.reports.intervals import (
 from service.reports.model import Column, Report, Section
 from service.reports.params import parse_query
 from service.reports.render import render
-from service.reports.stats import neighbour_ranks, percentile
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
