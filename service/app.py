@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from service.api.auth import ApiKeyMiddleware, Authenticator
@@ -21,7 +21,7 @@ from service.api.edge import EdgeMiddleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.event_stream import ROUTES as event_routes
 from service.api.health import health
-from service.api.hot_routes import HotRoutes
+from service.api.hot_routes import ApiMount, HotRoutes
 from service.api.instances import ROUTES as instance_routes
 from service.api.keys import ROUTES as key_routes
 from service.api.metrics import metrics
@@ -88,8 +88,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *webhook_routes,
-        Mount(
-            "/api",
+        ApiMount(
             routes=[
                 *instance_routes,
                 *notification_routes,
@@ -112,11 +111,14 @@ def create_app(
 class ServiceApp(Starlette):
     """Starlette with two layers in front of its whole stack, error middleware included:
     the edge (request id, metrics), so every answer carries both, even a 500; then the hot
-    routes, which answer the two busiest endpoints without the generic machinery."""
+    routes, which answer the two busiest endpoints without the generic machinery (but
+    inside the app's and the /api mount's own middleware, see `service.api.hot_routes`)."""
 
     def __init__(self, http_metrics: HttpMetrics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._http_metrics = http_metrics
 
     def build_middleware_stack(self) -> ASGIApp:
-        return EdgeMiddleware(HotRoutes(super().build_middleware_stack()), self._http_metrics)
+        inner = super().build_middleware_stack()
+        hot = HotRoutes.for_routes(inner, self.routes, self.user_middleware)
+        return EdgeMiddleware(hot, self._http_metrics)
