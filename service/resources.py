@@ -91,9 +91,13 @@ async def open_resources(
     *,
     clock: Clock | None = None,
     database: Database | None = None,
+    simulator: Simulator | None = None,
     migrate: bool = False,
 ) -> AsyncIterator[Resources]:
-    """Open what the service needs, yield it, and close what was opened here in reverse."""
+    """Open what the service needs, yield it, and close what was opened here in reverse.
+
+    A `database` or `simulator` handed in is already open (tests): used, not closed; a
+    simulator handed in is Novita (with its first API key) whatever the settings say."""
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
         if database is None:
@@ -105,8 +109,15 @@ async def open_resources(
             await upgrade_to_head(database.engine)
         await check_schema_is_current(database.engine)
 
-        simulator: Simulator | None = None
-        if settings.novita_simulator:
+        built_in = simulator is None and settings.novita_simulator
+        if simulator is not None:
+            novita = NovitaClient.from_settings(
+                settings,
+                api_key=simulator.config.api_keys[0],
+                base_url=simulator.base_url,
+                clock=clock,
+            )
+        elif built_in:
             # A fresh random key per process: the in-process simulator only answers us.
             key = secrets.token_urlsafe(24)
             # A fresh seed per start too: ids never repeat those of an earlier world.
@@ -146,7 +157,7 @@ async def open_resources(
             novita=novita,
             simulator=simulator,
             inbox=inbox,
-            allow_private_probe_targets=settings.allow_private_probe_targets
-            or simulator is not None,
+            # The built-in simulator's port mappings answer on loopback.
+            allow_private_probe_targets=settings.allow_private_probe_targets or built_in,
         )
         log.info("resources.closing")

@@ -11,10 +11,10 @@ from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.settings import load_settings
-from tests.acceptance.test_lifecycle_flow import BODY
-from tests.acceptance.test_observability import scrape
 from tests.plugins.database import _asyncpg_dsn, postgres_admin_url
 from tests.plugins.service import ServiceUnderTest
+from tests.support.lifecycle import BODY
+from tests.support.metrics import scrape
 from tests.support.server import running_server
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.test_inbound_webhooks import event, post, signed
 from tests.plugins.service import ServiceUnderTest
+from tests.support.inbound_webhooks import event, post, signed
 
 CREATE = {"name": "trainer", "productName": "RTX 4090 24GB", "imageUrl": "img:1", "gpuNum": 2}
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from service.db.models import instances
 from service.domain import Status
-from tests.acceptance.test_inbound_webhooks import post, signed
-from tests.acceptance.test_lifecycle_flow import Workers, create_running, history, status_of
 from tests.plugins.service import ServiceUnderTest
+from tests.support.inbound_webhooks import post, signed
+from tests.support.lifecycle import Workers, create_running, history, status_of
 
 
 def status_event(novita_id: str, status: str, **times: Any) -> dict[str, Any]:

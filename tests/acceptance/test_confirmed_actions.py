@@ -12,10 +12,10 @@ import pytest
 from service.errors import ProviderStateConflictError
 from service.lifecycle import Lifecycle
 from service.novita import CircuitBreaker, NovitaClient
-from tests.acceptance.policy_helpers import create_ready, notifications, policy_worker
-from tests.acceptance.test_lifecycle_flow import Workers, create_running, history, status_of
-from tests.integration.provisioning_helpers import ClockSleep
 from tests.plugins.service import ServiceUnderTest
+from tests.support.lifecycle import Workers, create_running, history, status_of
+from tests.support.policies import create_ready, notifications, policy_worker
+from tests.support.provisioning import ClockSleep
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ async def test_a_webhook_that_lands_first_carries_the_api_action(
 ) -> None:
     """The provider's event is applied before the answer is recorded: one `stop_requested`
     event from the API, observed by the webhook; the late record adds nothing."""
-    from tests.acceptance.test_inbound_webhooks import post, signed
+    from tests.support.inbound_webhooks import post, signed
 
     workers = Workers(service)
     instance = await create_running(service, workers)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.test_lifecycle_flow import BODY, Workers, history, status_of
 from tests.plugins.service import ServiceUnderTest
+from tests.support.lifecycle import BODY, Workers, history, status_of
 
 DATASETS_SGP = "3f6c2a1e-8d4b-4c7a-9e2f-5b1d0a7c6e31"
 CHECKPOINTS_DE = "a9e1d4c2-6b3f-4f8e-8a1d-2c7b5e9f0d14"

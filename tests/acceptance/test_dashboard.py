@@ -14,9 +14,9 @@ import pytest
 
 from service.dashboard.session import COOKIE, SessionCookie
 from service.settings import load_settings
-from tests.acceptance.test_lifecycle_flow import BODY, Workers, create_running
-from tests.acceptance.test_notifications_flow import notify_all
 from tests.plugins.service import API_KEY, WEBHOOK_SECRET, ServiceUnderTest
+from tests.support.lifecycle import BODY, Workers, create_running
+from tests.support.notifications import notify_all
 from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -21,11 +21,15 @@ from service.api.openapi import build_document
 from service.clock import ManualClock
 from service.db.engine import Database
 from service.db.migrations import upgrade_to_head
+from service.ingest import InboxWriter
+from service.novita import NovitaClient
+from service.resources import Resources
 from service.simulator import Simulator
-from tests.acceptance.test_inbound_webhooks import event, signed
-from tests.acceptance.test_lifecycle_flow import BODY
 from tests.plugins.database import postgres_admin_url
-from tests.plugins.service import ServiceUnderTest, running_service
+from tests.plugins.service import ServiceUnderTest, running_service, service_settings, serving
+from tests.plugins.simulator import SIM_API_KEY
+from tests.support.inbound_webhooks import event, signed
+from tests.support.lifecycle import BODY
 
 BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/instances"): BODY,
@@ -92,14 +96,27 @@ def unreachable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def test_every_route_answers_503_while_the_database_is_unreachable(
     unreachable_url: str,
     simulator: Simulator,
-    sim_api_key: str,
     sim_clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     database = Database.from_url(unreachable_url)
+    settings = service_settings(database)
+    # `open_resources` checks the schema first, so it cannot open on a database nobody
+    # answers for: the resources are those of a service whose database has gone since.
+    novita = NovitaClient(simulator.base_url, SIM_API_KEY, clock=sim_clock, max_attempts=1)
+    inbox = InboxWriter(database, sim_clock, max_queue=settings.inbound_queue_size)
+    inbox.start()
+    resources = Resources(
+        settings=settings,
+        clock=sim_clock,
+        database=database,
+        novita=novita,
+        simulator=simulator,
+        inbox=inbox,
+    )
     try:
-        async with running_service(database, simulator, sim_api_key, sim_clock) as service:
+        async with serving(resources) as service:
             for method, path in operations():
                 status, body, headers = await call(service, method, path, "inst_missing")
                 assert status != 500, (method, path, body)
@@ -108,6 +125,8 @@ async def test_every_route_answers_503_while_the_database_is_unreachable(
                 if status == 503:
                     assert int(headers["Retry-After"]) >= 1, (method, path)
     finally:
+        await inbox.stop()
+        await novita.close()
         await database.close()
     assert_logged_without_traceback(caplog)
     assert [r for r in caplog.records if "http.database_unavailable" in str(r.msg)]
@@ -134,13 +153,12 @@ async def terminate_connections(database_url: str) -> int:
 async def test_connections_dropped_by_postgresql_are_503_then_recover(
     postgres_database: Database,
     simulator: Simulator,
-    sim_api_key: str,
     sim_clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     url = postgres_database.engine.url.render_as_string(hide_password=False)
-    async with running_service(postgres_database, simulator, sim_api_key, sim_clock) as service:
+    async with running_service(postgres_database, simulator, sim_clock) as service:
         status, created, _ = await service.call("POST", "/api/instances", json=BODY)
         assert status == 202
         answers: list[int] = []
@@ -178,12 +196,11 @@ async def sqlite_short_busy_timeout(tmp_path: Path) -> AsyncIterator[Database]:
 async def test_sqlite_write_lock_contention_is_503_never_500(
     sqlite_short_busy_timeout: Database,
     simulator: Simulator,
-    sim_api_key: str,
     sim_clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     database = sqlite_short_busy_timeout
-    async with running_service(database, simulator, sim_api_key, sim_clock) as service:
+    async with running_service(database, simulator, sim_clock) as service:
         # Another writer holds the lock past the busy timeout: creates are 503, not 500.
         async with database.transaction() as conn:
             await conn.exec_driver_sql("DELETE FROM leases WHERE 1 = 0")

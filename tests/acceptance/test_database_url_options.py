@@ -9,10 +9,10 @@ import pytest
 
 from service.db.engine import Database
 from service.db.migrations import upgrade_to_head
-from tests.acceptance.test_api_instances import create
-from tests.acceptance.test_inbound_webhooks import event, post, signed, stored
 from tests.plugins.database import assert_no_leaked_connections
 from tests.plugins.service import ServiceUnderTest
+from tests.support.api import create
+from tests.support.inbound_webhooks import event, post, signed, stored
 
 pytestmark = pytest.mark.postgres
 

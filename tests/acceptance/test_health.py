@@ -13,8 +13,8 @@ from service.db.engine import Database
 from service.novita import NovitaClient
 from service.resources import Resources
 from service.settings import load_settings
-from tests.acceptance.test_lifecycle_flow import BODY
 from tests.plugins.service import ServiceUnderTest
+from tests.support.lifecycle import BODY
 from tests.support.server import running_server
 
 

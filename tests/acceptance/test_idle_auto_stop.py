@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from tests.acceptance.policy_helpers import (
+from tests.plugins.service import ServiceUnderTest
+from tests.support.lifecycle import Workers, history, status_of
+from tests.support.policies import (
     create_ready,
     events_of_kind,
     notifications,
     policy_worker,
 )
-from tests.acceptance.test_lifecycle_flow import Workers, history, status_of
-from tests.plugins.service import ServiceUnderTest
 
 MINUTE = 60.0
 
@@ -87,7 +87,7 @@ async def test_restarted_instance_counts_only_its_current_run(service: ServiceUn
     assert restarted["status"] == "running" and restarted["readyAt"] is None
     assert await policy.run_once() == 0, "running (not ready) is never a candidate"
 
-    from tests.acceptance.policy_helpers import make_ready
+    from tests.support.policies import make_ready
 
     await make_ready(service, instance["id"])
     service.clock.advance(5 * MINUTE)  # idle 5 min > 1 min, but within the 10 min grace
@@ -174,7 +174,7 @@ async def test_patch_validates_each_field_and_refuses_ended_instances(
     )
     assert status == 404, error
 
-    from tests.acceptance.test_lifecycle_flow import BODY
+    from tests.support.lifecycle import BODY
 
     _, created, _ = await service.call("POST", "/api/instances", json=BODY)
     path = f"/api/instances/{created['id']}"

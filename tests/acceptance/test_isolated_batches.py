@@ -17,8 +17,8 @@ from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.errors import IngestUnavailableError
 from service.ingest import InboxWriter
-from tests.acceptance.test_inbound_webhooks import event, post, signed, stored, until
 from tests.plugins.service import ServiceUnderTest
+from tests.support.inbound_webhooks import event, post, signed, stored, until
 
 POISON = "poison-"
 

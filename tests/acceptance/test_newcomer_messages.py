@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from service.__main__ import cli
 from service.db import repository as repo
 from service.domain import EventSource, Status
-from tests.integration.provisioning_helpers import add_instance
 from tests.plugins.service import ServiceUnderTest
+from tests.support.provisioning import add_instance
 
 
 def _fields(body: dict[str, object]) -> dict[str, dict[str, object]]:

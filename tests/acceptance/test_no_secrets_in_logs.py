@@ -19,9 +19,9 @@ from service.db import repository as repo
 from service.logging import build_formatter
 from service.settings import decode_webhook_secret
 from service.workers.notifier import Notifier
-from tests.acceptance.test_inbound_webhooks import event, post, signed
-from tests.acceptance.test_lifecycle_flow import BODY, Workers
 from tests.plugins.service import API_KEY, INBOUND_SECRET, WEBHOOK_SECRET, ServiceUnderTest
+from tests.support.inbound_webhooks import event, post, signed
+from tests.support.lifecycle import BODY, Workers
 from tests.support.server import running_server
 from tests.support.webhook_receiver import running_receiver
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from service.workers.notifier import Notifier
-from tests.acceptance.test_lifecycle_flow import BODY, Workers
 from tests.plugins.service import WEBHOOK_SECRET, ServiceUnderTest
+from tests.support.lifecycle import BODY, Workers
+from tests.support.notifications import notify_all
 from tests.support.webhook_receiver import WebhookReceiver, running_receiver
 
 
@@ -19,15 +19,6 @@ async def receiver(service: ServiceUnderTest) -> AsyncIterator[WebhookReceiver]:
     async with running_receiver(WEBHOOK_SECRET, service.clock) as receiver:
         yield receiver
         assert receiver.verification_errors == [], "every delivery must verify"
-
-
-async def notify_all(service: ServiceUnderTest) -> None:
-    r = service.resources
-    async with Notifier(
-        database=r.database, settings=r.settings, clock=r.clock, owner="n"
-    ) as notifier:
-        while await notifier.run_once():
-            pass
 
 
 @pytest.mark.parametrize(

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import contextlib
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from service.novita.errors import NovitaError
-from tests.acceptance.test_inbound_webhooks import event, post, signed
-from tests.acceptance.test_lifecycle_flow import BODY
 from tests.plugins.service import API_KEY, INBOUND_SECRET, WEBHOOK_SECRET, ServiceUnderTest
+from tests.support.inbound_webhooks import event, post, signed
+from tests.support.lifecycle import BODY
+from tests.support.metrics import scrape
 from tests.support.statements import sent_statements
-
-
-async def scrape(service: ServiceUnderTest) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as http, http.get(f"{service.base_url}/metrics") as r:
-        assert r.status == 200
-        assert r.headers["Content-Type"].startswith("text/plain")
-        text = await r.text()
-    for secret in (API_KEY, INBOUND_SECRET, WEBHOOK_SECRET):
-        assert secret not in text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 async def test_metrics_count_requests_by_route_and_read_live_state(

@@ -9,8 +9,8 @@ import asyncio
 import sqlalchemy as sa
 
 from service.db.models import webhook_tallies
-from tests.acceptance.test_inbound_webhooks import event, post, signed, stored
 from tests.plugins.service import ServiceUnderTest
+from tests.support.inbound_webhooks import event, post, signed, stored
 
 
 async def rejection_counts(service: ServiceUnderTest) -> dict[str, int]:

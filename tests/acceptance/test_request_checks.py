@@ -9,8 +9,8 @@ from typing import Any
 from service.domain import Status
 from service.simulator import Faults
 from service.workers.provisioner import INVALID_REQUEST
-from tests.integration.provisioning_helpers import load, make_client, make_provisioner
 from tests.plugins.service import ServiceUnderTest
+from tests.support.provisioning import load, make_client, make_provisioner
 
 BASE: dict[str, Any] = {"name": "demo", "productName": "RTX 4090 24GB", "templateId": "212"}
 

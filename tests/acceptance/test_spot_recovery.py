@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 
 from service.workers.policy import PolicyWorker
-from tests.acceptance.policy_helpers import (
+from tests.plugins.service import ServiceUnderTest
+from tests.support.lifecycle import Workers, history, status_of
+from tests.support.policies import (
     create_ready,
     events_of_kind,
     make_ready,
     notifications,
     policy_worker,
 )
-from tests.acceptance.test_lifecycle_flow import Workers, history, status_of
-from tests.plugins.service import ServiceUnderTest
 
 SPOT = {"billingMode": "spot"}
 

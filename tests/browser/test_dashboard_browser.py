@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.acceptance.test_lifecycle_flow import BODY, Workers, create_running
-from tests.acceptance.test_notifications_flow import notify_all
 from tests.plugins.service import API_KEY, WEBHOOK_SECRET, ServiceUnderTest
+from tests.support.lifecycle import BODY, Workers, create_running
+from tests.support.notifications import notify_all
 from tests.support.webhook_receiver import running_receiver
 
 CHROMIUM = "/usr/bin/chromium"

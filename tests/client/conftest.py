@@ -16,44 +16,17 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from novita_lifecycle_client import Backoff, LifecycleClient
+from tests.support.client_service import RunningService
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "client-examples"
 API_KEY = "client-kit-test-key-0123456789"
 WEBHOOK_SECRET = "whsec_Y2xpZW50LWtpdC10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5"
 START_TIMEOUT = 60.0
 _RUNNING = re.compile(r"Uvicorn running on (http://[\d.]+:\d+)")
-
-
-@dataclass(frozen=True)
-class RunningService:
-    base_url: str
-    api_key: str
-    webhook_secret: str
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def example_env(self, **extra: str) -> dict[str, str]:
-        """The environment an example runs with: service URL, key, secret, import path."""
-        env = {
-            **os.environ,
-            "SERVICE_URL": self.base_url,
-            "SERVICE_API_KEY": self.api_key,
-            "WEBHOOK_SECRET": self.webhook_secret,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-            "POLL_MAX_DELAY": "1",
-        }
-        env.update(extra)
-        return env
 
 
 def _service_env(database_path: Path) -> dict[str, str]:

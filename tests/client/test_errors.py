@@ -24,7 +24,7 @@ from novita_lifecycle_client import (
     ValidationError,
 )
 from novita_lifecycle_client.errors import error_from_response
-from tests.client.fake_api import Answer, FakeApi, running_fake_api
+from tests.support.fake_api import Answer, FakeApi, running_fake_api
 
 
 def body(code: str, message: str = "m", details: object = None) -> bytes:

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from novita_lifecycle_client import LifecycleClient
-from tests.client.conftest import EXAMPLES, RunningService
+from tests.support.client_service import EXAMPLES, RunningService
 
 PYTHON = EXAMPLES / "python"
 NODE = EXAMPLES / "nodejs"

@@ -19,7 +19,7 @@ from novita_lifecycle_client import (
     Notification,
     ValidationError,
 )
-from tests.client.conftest import RunningService
+from tests.support.client_service import RunningService
 
 SPEC: dict[str, Any] = {"product_name": "RTX 4090 24GB", "template_id": "212"}
 SETTLE = 60.0  # seconds: a bound, not a pace; instances move within ~10 s

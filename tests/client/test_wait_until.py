@@ -18,7 +18,7 @@ from novita_lifecycle_client import (
     TerminalStatusError,
     WaitTimeoutError,
 )
-from tests.client.fake_api import Answer, FakeApi, instance, running_fake_api
+from tests.support.fake_api import Answer, FakeApi, instance, running_fake_api
 
 
 class FakeTime:

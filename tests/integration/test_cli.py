@@ -2,40 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from dataclasses import dataclass
-
 import pytest
 
 from service.db.migrations import head_revision
-
-
-@dataclass
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def run_cli(*args: str, database_url: str, cwd: str) -> Completed:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    env.pop("NOVITA_API_KEY", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        stdout, stderr = await process.communicate()
-    assert process.returncode is not None
-    return Completed(process.returncode, stdout.decode(), stderr.decode())
+from tests.support.cli import run_cli
 
 
 async def test_migrate_then_serve_check_passes(database_url: str, tmp_path: object) -> None:

@@ -7,8 +7,8 @@ import io
 import json
 
 from service.db.engine import Database
-from tests.integration.test_cli import run_cli
-from tests.integration.test_reports import seed
+from tests.support.cli import run_cli
+from tests.support.report_data import seed
 
 
 def url_of(database: Database) -> str:

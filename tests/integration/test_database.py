@@ -14,8 +14,8 @@ from sqlalchemy import event
 
 from service.db.engine import Database
 from service.db.models import instances
-from tests.integration.test_repository import create
 from tests.plugins.database import assert_no_leaked_connections
+from tests.support.instance_rows import create
 
 
 async def name_of(database: Database, instance_id: str) -> str:

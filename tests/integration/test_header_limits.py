@@ -9,7 +9,7 @@ import json
 import tracemalloc
 
 from service.http_protocol import MAX_HEAD_BYTES, MAX_HEADERS
-from tests.integration.test_http_server import connect, make_app, read_response
+from tests.support.raw_http import connect, make_app, read_response
 from tests.support.server import running_server
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from service.db import inbox
 from service.db.engine import Database
-from service.db.inbox import InboxRecord
 from service.db.inbox_store import (
     InboxStore,
     PostgresInboxStore,
@@ -25,15 +24,8 @@ from service.db.inbox_store import (
 )
 from service.db.migrations import upgrade_to_head
 from service.db.models import webhook_tallies
+from tests.support.inbox_rows import NOW, record
 from tests.support.postgres import terminate_other_backends
-
-NOW = datetime(2026, 3, 1, 12, 0, 30, 123456, tzinfo=UTC)
-
-
-def record(n: int) -> InboxRecord:
-    body = {"type": "instance.status_changed", "data": {"instanceId": f"i{n}", "n": n}}
-    # Sent with its own spacing: the stored text is what was sent, byte for byte.
-    return InboxRecord(f"msg_{n}", "instance.status_changed", f"i{n}", json.dumps(body))
 
 
 def driver_store(database: Database) -> InboxStore:
@@ -146,7 +138,7 @@ async def test_a_second_batch_starts_beside_a_slow_one_only_once_enough_wait(
     batch beside it where the store allows several (PostgreSQL), never on SQLite."""
     from service.clock import SystemClock
     from service.ingest import InboxWriter
-    from tests.acceptance.test_inbound_webhooks import until
+    from tests.support.inbound_webhooks import until
 
     writer = InboxWriter(database, SystemClock(), min_overlap=4)
     writer.start()

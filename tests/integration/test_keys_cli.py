@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from service.db.engine import Database
 from service.db.migrations import alembic_config, upgrade_to_head
-from tests.integration.test_cli import run_cli
+from tests.support.cli import run_cli
 
 
 async def test_keys_create_list_revoke(database_url: str, tmp_path: object) -> None:

@@ -32,16 +32,16 @@ from service.provisioning.naming import id_marker, provider_name
 from service.provisioning.selection import SelectionRequest, select_candidates
 from service.simulator import Simulator
 from service.simulator.readings import Readings, every_reading
-from tests.acceptance.test_lifecycle_flow import Workers, history, status_of
-from tests.integration.provisioning_helpers import (
+from tests.plugins.service import ServiceUnderTest
+from tests.plugins.simulator import SimulatorFactory
+from tests.support.lifecycle import Workers, history, status_of
+from tests.support.provisioning import (
     ClockSleep,
     add_instance,
     load,
     make_provisioner,
 )
-from tests.integration.test_readiness import make_readiness
-from tests.plugins.service import ServiceUnderTest
-from tests.plugins.simulator import SimulatorFactory
+from tests.support.readiness import make_readiness
 
 READINGS = every_reading()
 

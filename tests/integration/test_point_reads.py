@@ -11,7 +11,7 @@ import pytest
 from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import EventSource, Instance, Status
-from tests.integration.test_repository import T0, create
+from tests.support.instance_rows import T0, create
 from tests.support.postgres import terminate_other_backends
 
 

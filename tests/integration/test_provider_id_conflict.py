@@ -15,7 +15,8 @@ from service.domain import EventSource, Status
 from service.novita import NovitaClient
 from service.simulator import Simulator
 from service.workers.provisioner import PROVIDER_ID_CONFLICT
-from tests.integration.provisioning_helpers import (
+from tests.plugins.service import ServiceUnderTest
+from tests.support.provisioning import (
     add_instance,
     creates,
     events,
@@ -23,7 +24,6 @@ from tests.integration.provisioning_helpers import (
     make_client,
     make_provisioner,
 )
-from tests.plugins.service import ServiceUnderTest
 
 
 @pytest.fixture

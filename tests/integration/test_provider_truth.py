@@ -21,7 +21,7 @@ from service.novita import NovitaClient
 from service.simulator import Simulator
 from service.workers.applier import InboxApplier
 from service.workers.provisioner import Provisioner
-from tests.integration.provisioning_helpers import (
+from tests.support.provisioning import (
     add_instance,
     advance,
     api_moves,

@@ -24,7 +24,7 @@ from service.resources import open_resources
 from service.settings import load_settings
 from service.simulator import Simulator
 from service.workers.provisioner import Provisioner, build_create_request
-from tests.integration.provisioning_helpers import (
+from tests.support.provisioning import (
     add_instance,
     advance,
     api_moves,

@@ -18,33 +18,19 @@ from service.simulator import Simulator
 from service.workers.provisioner import Provisioner
 from service.workers.readiness import ReadinessConfig, ReadinessWorker
 from service.workers.reconciler import Reconciler
-from tests.integration.provisioning_helpers import (
+from tests.support.provisioning import (
     add_instance,
     advance,
     events,
     load,
     make_reconciler,
 )
-
-STARTUP_TIMEOUT = 120.0
+from tests.support.readiness import STARTUP_TIMEOUT, make_readiness
 
 
 @pytest.fixture
 def reconciler(database: Database, novita: NovitaClient, sim_clock: ManualClock) -> Reconciler:
     return make_reconciler(database, novita, sim_clock)
-
-
-def make_readiness(
-    database: Database, clock: ManualClock, owner: str = "ready-1"
-) -> ReadinessWorker:
-    return ReadinessWorker(
-        database=database,
-        clock=clock,
-        owner=owner,
-        # The simulator's endpoints live on loopback.
-        prober=Prober(timeout=2.0, concurrency=8, allow_private=True),
-        config=ReadinessConfig(interval=5.0, startup_timeout=STARTUP_TIMEOUT),
-    )
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from service.simulator import Simulator
 from service.workers.provisioner import Provisioner
 from service.workers.reconciler import Reconciler
 from service.workers.relister import RelistConfig, Relister
-from tests.integration.provisioning_helpers import (
+from tests.plugins.simulator import SimulatorFactory
+from tests.support.provisioning import (
     add_instance,
     advance,
     api_moves,
@@ -29,7 +30,6 @@ from tests.integration.provisioning_helpers import (
     make_client,
     make_reconciler,
 )
-from tests.plugins.simulator import SimulatorFactory
 
 LIST_PATH = "/gpu/instances"
 GET_PATH = "/gpu/instance"

@@ -5,39 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from service.db import repository as repo
 from service.db.engine import Database
-from service.domain import EventSource, InstanceSpec, Status
+from service.domain import EventSource, Status
 from service.errors import IllegalTransitionError, InstanceNotFoundError
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def spec(**overrides: object) -> InstanceSpec:
-    values: dict[str, object] = {
-        "name": "trainer",
-        "product_name": "RTX 4090 24GB",
-        "template_id": "212",
-        "gpu_num": 2,
-        "region": "AS-SGP-02",
-        "regions": ("CN-HK-01",),
-        "envs": ({"key": "HF_TOKEN", "value": "hf_secret"},),
-        "labels": {"team": "vision"},
-        "webhook_url": "https://hooks.example.com/novita",
-    }
-    values.update(overrides)
-    return InstanceSpec(**values)  # type: ignore[arg-type]
-
-
-async def create(database: Database, **overrides: object) -> str:
-    async with database.transaction() as conn:
-        result = await repo.insert_instance(conn, spec(**overrides), now=T0)
-    return result.instance.id
+from tests.support.instance_rows import T0, create
 
 
 async def move(database: Database, instance_id: str, target: Status, minutes: int = 1) -> None:
@@ -274,7 +251,7 @@ async def test_ssl_require_in_the_url_refuses_a_server_without_tls_on_every_path
     """`?ssl=require` reaches asyncpg as SQLAlchemy reads it: the test server speaks no
     TLS, so no path may quietly fall back to a plaintext connection."""
     from service.db.inbox_store import open_store
-    from tests.integration.test_inbox_store import NOW, record
+    from tests.support.inbox_rows import NOW, record
 
     database = Database.from_url(f"{postgres_url}?ssl=require")
     try:

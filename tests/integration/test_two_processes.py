@@ -22,7 +22,7 @@ from service.workers.provisioner import Provisioner, ProvisionerConfig
 from service.workers.readiness import ReadinessConfig, ReadinessWorker
 from service.workers.reconciler import Reconciler, ReconcilerConfig
 from service.workers.relister import RelistConfig, Relister
-from tests.integration.provisioning_helpers import ClockSleep, add_instance, events, load
+from tests.support.provisioning import ClockSleep, add_instance, events, load
 
 INSTANCES = 8
 GET_PATH = "/gpu/instance"

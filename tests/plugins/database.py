@@ -3,9 +3,13 @@
 PostgreSQL comes from `TEST_POSTGRES_URL` (an asyncpg SQLAlchemy URL of a role allowed to
 create databases); each test gets a database of its own, dropped afterwards. Without the
 variable the PostgreSQL cases are skipped locally, but fail under `CI=true`: CI must never
-pass while silently skipping PostgreSQL. After each test the pool must have no connection
-checked out, and once the database is closed no plain SQLite connection of the fast paths
-may be left open (a leaked connection is a bug).
+pass while silently skipping PostgreSQL.
+
+The leak check: every connection the service opens comes from its `Database` (the pool,
+or `open_sqlite_connection` for the SQLite fast paths: the point reader, the webhook
+writer), and the `service` fixture runs on the test's database. So after each test the
+pool must have no connection checked out, and once the database is closed no plain
+SQLite connection may be left open (a leaked connection is a bug).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -96,9 +101,10 @@ def assert_no_leaked_connections(database: Database) -> None:
     assert checked_out == 0, f"{checked_out} database connection(s) leaked by the test"
 
 
-@pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(database_url)
+@asynccontextmanager
+async def leak_checked(url: str) -> AsyncIterator[Database]:
+    """A `Database` on `url`, closed afterwards, with the leak check."""
+    database = Database.from_url(url)
     try:
         yield database
         assert_no_leaked_connections(database)
@@ -106,6 +112,12 @@ async def empty_database(database_url: str) -> AsyncIterator[Database]:
         await database.close()
     # The plain SQLite connections of the fast paths are the Database's too: closed with it.
     assert not database.open_sqlite_connections, "a plain SQLite connection was left open"
+
+
+@pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[Database]:
+    async with leak_checked(database_url) as database:
+        yield database
 
 
 @pytest.fixture
@@ -128,9 +140,6 @@ async def postgres_url() -> AsyncIterator[str]:
 @pytest.fixture
 async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
     """A migrated PostgreSQL database (see `postgres_url`)."""
-    database = Database.from_url(postgres_url)
-    try:
+    async with leak_checked(postgres_url) as database:
         await upgrade_to_head(database.engine)
         yield database
-    finally:
-        await database.close()

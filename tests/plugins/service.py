@@ -14,9 +14,7 @@ import pytest
 from service.app import create_app
 from service.clock import ManualClock
 from service.db.engine import Database
-from service.ingest import InboxWriter
-from service.novita import NovitaClient
-from service.resources import Resources, new_owner_id
+from service.resources import Resources, open_resources
 from service.settings import Settings, load_settings
 from service.simulator import Simulator
 from tests.support.server import running_server
@@ -64,6 +62,7 @@ def service_settings(database: Database, **overrides: Any) -> Settings:
         "api_keys": API_KEY,
         "webhook_secret": WEBHOOK_SECRET,
         "inbound_webhook_secrets": INBOUND_SECRET,
+        "max_retry_attempts": 1,  # a failed Novita call is the test's to see, not retried
     }
     values.update(overrides)
     return load_settings(**values)
@@ -73,31 +72,26 @@ def service_settings(database: Database, **overrides: Any) -> Settings:
 async def running_service(
     database: Database,
     simulator: Simulator,
-    sim_api_key: str,
     clock: ManualClock,
     **overrides: Any,
 ) -> AsyncIterator[ServiceUnderTest]:
-    """The app on `database`, served on loopback, workers off (see the `service` fixture)."""
+    """The app on `database`, its resources opened as `serve` opens them, served on
+    loopback, workers off (see the `service` fixture)."""
     settings = service_settings(database, **overrides)
-    novita = NovitaClient(simulator.base_url, sim_api_key, clock=clock, max_attempts=1)
-    inbox = InboxWriter(database, clock, max_queue=settings.inbound_queue_size)
-    inbox.start()
-    resources = Resources(
-        settings=settings,
-        clock=clock,
-        database=database,
-        novita=novita,
-        simulator=simulator,
-        inbox=inbox,
-        owner=new_owner_id(),
-    )
-    try:
-        app = create_app(settings, resources, run_workers=False)
-        async with running_server(app) as base_url, aiohttp.ClientSession() as http:
-            yield ServiceUnderTest(base_url, http, resources, simulator, clock)
-    finally:
-        await inbox.stop()
-        await novita.close()
+    async with (
+        open_resources(settings, clock=clock, database=database, simulator=simulator) as opened,
+        serving(opened) as live,
+    ):
+        yield live
+
+
+@asynccontextmanager
+async def serving(resources: Resources) -> AsyncIterator[ServiceUnderTest]:
+    """The app on `resources` (whose Novita is the simulator), on loopback, workers off."""
+    assert resources.simulator is not None and isinstance(resources.clock, ManualClock)
+    app = create_app(resources.settings, resources, run_workers=False)
+    async with running_server(app) as base_url, aiohttp.ClientSession() as http:
+        yield ServiceUnderTest(base_url, http, resources, resources.simulator, resources.clock)
 
 
 @pytest.fixture
@@ -105,7 +99,6 @@ async def service(
     request: pytest.FixtureRequest,
     database: Database,
     simulator: Simulator,
-    sim_api_key: str,
     sim_clock: ManualClock,
 ) -> AsyncIterator[ServiceUnderTest]:
     """The app with workers off (tests drive workers themselves), talking to the simulator.
@@ -114,5 +107,5 @@ async def service(
     """
     marker = request.node.get_closest_marker("service_settings")
     overrides = marker.kwargs if marker else {}
-    async with running_service(database, simulator, sim_api_key, sim_clock, **overrides) as live:
+    async with running_service(database, simulator, sim_clock, **overrides) as live:
         yield live

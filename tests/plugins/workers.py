@@ -11,7 +11,7 @@ from service.db.engine import Database
 from service.novita import CircuitBreaker, NovitaClient
 from service.simulator import Simulator
 from service.workers.provisioner import Provisioner
-from tests.integration.provisioning_helpers import make_client, make_provisioner
+from tests.support.provisioning import make_client, make_provisioner
 
 
 @pytest.fixture

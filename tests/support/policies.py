@@ -9,8 +9,8 @@ from typing import Any
 from service.db import repository as repo
 from service.domain import EventSource, OutboxMessage, Status
 from service.workers.policy import PolicyConfig, PolicyWorker
-from tests.acceptance.test_lifecycle_flow import BODY, Workers, history, status_of
 from tests.plugins.service import ServiceUnderTest
+from tests.support.lifecycle import BODY, Workers, history, status_of
 
 
 def policy_worker(service: ServiceUnderTest, owner: str = "policy-1") -> PolicyWorker:
