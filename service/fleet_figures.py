@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.clock import Clock
 from service.db.engine import Database
-from service.db.stats import ServiceCounts, Stuck, service_counts, stuck_instances
+from service.db.health_counts import ServiceCounts, Stuck, service_counts, stuck_instances
 from service.db.status_ages import oldest_entry_by_status
 
 log = structlog.get_logger(__name__)

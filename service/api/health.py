@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from service import __version__
 from service.api.responses import JSONResponse
-from service.db.stats import Stuck
+from service.db.health_counts import Stuck
 from service.errors import RETRY_AFTER_SECONDS, retry_after_header
 from service.resources import Resources
 from service.settings import Settings

@@ -35,7 +35,7 @@ from service.dashboard.charts import bar_chart
 from service.db import reports as report_sql
 from service.db.event_feed import last_event_id
 from service.db.fleet_now import running_now
-from service.db.stats import service_counts
+from service.db.health_counts import service_counts
 from service.db.status_ages import longest_waiting
 from service.domain import Status
 from service.errors import ForbiddenError, ServiceError, ValidationFailedError

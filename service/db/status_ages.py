@@ -15,8 +15,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db.health_counts import _aware
 from service.db.models import instance_events, instances
-from service.db.stats import _aware
 from service.domain import Status
 
 TRANSITIONAL_STATUSES = (

@@ -2,6 +2,7 @@
 
 from service.novita.breaker import BreakerState, CircuitBreaker
 from service.novita.client import NovitaClient
+from service.novita.client_status import ClientStatus
 from service.novita.errors import (
     NovitaAuthenticationError,
     NovitaBadRequestError,
@@ -40,7 +41,6 @@ from service.novita.schemas import (
     Tool,
     format_ports,
 )
-from service.novita.stats import ClientStatus
 
 __all__ = [
     "BillingMode",

@@ -52,6 +52,7 @@ from pydantic import BaseModel, ValidationError
 from service.clock import Clock, SystemClock
 from service.errors import ConfigError
 from service.novita.breaker import CircuitBreaker
+from service.novita.client_status import ClientCounters, ClientStatus
 from service.novita.errors import (
     HttpFailure,
     NovitaBadRequestError,
@@ -74,7 +75,6 @@ from service.novita.schemas import (
     Template,
     cpu_product,
 )
-from service.novita.stats import ClientCounters, ClientStatus
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -6,6 +6,6 @@
                    assemble one report from `service.db.reports` queries (no SQL here)
     run.py         the name → report table and `run_report`
     render.py      table / CSV / JSON output
-    model.py       sections of typed columns; stats.py: percentiles;
+    model.py       sections of typed columns (percentiles: `service.percentiles`);
     intervals.py   what usage means, and the day spread used on the SQL results
 """

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from service.clock import ManualClock
 from service.simulator.errors import SimError, invalid
+from service.simulator.json_responses import json_response
 from service.simulator.render import render_instance
 from service.simulator.routes import read_json
-from service.simulator.wire import json_response
 
 if TYPE_CHECKING:
     from service.simulator.simulator import Simulator

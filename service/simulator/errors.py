@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.simulator import wire
+from service.simulator import json_responses
 from service.simulator.readings import NOT_FOUND_TEXT, Readings
 
 
@@ -55,7 +55,7 @@ def error_response(
     if readings is not None and readings.error_reason == "message":
         body = {"code": status, "message": f"{reason}: {message}"}
     body["metadata"] = metadata or {}
-    return wire.json_response(body, status=status, headers=headers)
+    return json_responses.json_response(body, status=status, headers=headers)
 
 
 def not_found(what: str) -> SimError:

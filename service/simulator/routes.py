@@ -11,10 +11,10 @@ from aiohttp import web
 from service.simulator import catalogue, listing
 from service.simulator.catalogue import RegistryAuth
 from service.simulator.errors import SimError, invalid
+from service.simulator.json_responses import json_response
 from service.simulator.machine import Change, SimInstance
 from service.simulator.render import render_instance
 from service.simulator.validation import parse_create
-from service.simulator.wire import json_response
 
 if TYPE_CHECKING:
     from service.simulator.simulator import Simulator

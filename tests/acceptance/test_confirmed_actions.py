@@ -167,8 +167,8 @@ async def test_a_replacement_delete_whose_answer_was_lost_keeps_reason_replaced(
 ) -> None:
     """Spot recreate: the original's delete reaches Novita, its answer is lost; the poll
     that sees it go records the policy's `replaced` delete, and nothing is deleted twice."""
-    from tests.acceptance.policy_helpers import make_ready
-    from tests.acceptance.test_spot_recovery import reclaimed
+    from tests.support.policies import make_ready
+    from tests.support.spot import reclaimed
 
     workers = Workers(service)
     policy = policy_worker(service)

@@ -3,32 +3,18 @@ reconciler, then each `onInterruption` policy's outcome, bounded when capacity n
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from service.workers.policy import PolicyWorker
 from tests.plugins.service import ServiceUnderTest
 from tests.support.lifecycle import Workers, history, status_of
 from tests.support.policies import (
-    create_ready,
     events_of_kind,
     make_ready,
     notifications,
     policy_worker,
 )
-
-SPOT = {"billingMode": "spot"}
-
-
-async def reclaimed(service: ServiceUnderTest, workers: Workers, **fields: Any) -> dict[str, Any]:
-    """A ready spot instance that Novita reclaims, once the reconciler has seen it."""
-    instance = await create_ready(service, workers, **SPOT, **fields)
-    service.simulator.reclaim(instance["novitaInstanceId"])
-    await workers.settle()
-    interrupted = await status_of(service, instance["id"])
-    assert interrupted["status"] == "interrupted", interrupted
-    return interrupted
+from tests.support.spot import reclaimed
 
 
 async def test_notify_only_records_and_notifies(service: ServiceUnderTest) -> None:

@@ -35,28 +35,17 @@ from service.novita import (
 )
 from service.settings import Settings
 from service.simulator import Simulator
-
-CREATE_PATH = "/gpu/instance/create"
-
-
-class RecordingSleep:
-    def __init__(self, clock: ManualClock) -> None:
-        self.clock = clock
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        self.clock.advance(seconds)
+from tests.support.provisioning import CREATE_PATH, ClockSleep
 
 
 @pytest.fixture
-def sleeps(sim_clock: ManualClock) -> RecordingSleep:
-    return RecordingSleep(sim_clock)
+def sleeps(sim_clock: ManualClock) -> ClockSleep:
+    return ClockSleep(sim_clock)
 
 
 @pytest.fixture
 def make_client(
-    simulator: Simulator, sim_api_key: str, sim_clock: ManualClock, sleeps: RecordingSleep
+    simulator: Simulator, sim_api_key: str, sim_clock: ManualClock, sleeps: ClockSleep
 ) -> Callable[..., NovitaClient]:
     def make(**overrides: object) -> NovitaClient:
         options: dict[str, object] = {"clock": sim_clock, "sleep": sleeps, "timeout": 5.0}
@@ -290,7 +279,7 @@ async def test_a_bad_request_is_not_retried(client: NovitaClient, simulator: Sim
 
 
 async def test_429_is_retried_after_the_retry_after_delay(
-    client: NovitaClient, simulator: Simulator, sleeps: RecordingSleep
+    client: NovitaClient, simulator: Simulator, sleeps: ClockSleep
 ) -> None:
     simulator.faults.rate_limit_per_minute = 2
     await client.list_clusters()
@@ -307,7 +296,7 @@ async def test_429_is_retried_after_the_retry_after_delay(
 
 
 async def test_injected_429s_honour_retry_after_then_give_up(
-    client: NovitaClient, simulator: Simulator, sleeps: RecordingSleep
+    client: NovitaClient, simulator: Simulator, sleeps: ClockSleep
 ) -> None:
     simulator.faults.rate_limit_rate = 1.0
     simulator.faults.retry_after = 4
@@ -321,7 +310,7 @@ async def test_injected_429s_honour_retry_after_then_give_up(
 
 
 async def test_5xx_is_retried_then_raised_as_a_server_error(
-    client: NovitaClient, simulator: Simulator, sleeps: RecordingSleep
+    client: NovitaClient, simulator: Simulator, sleeps: ClockSleep
 ) -> None:
     simulator.faults.error_rate = 1.0
     with pytest.raises(NovitaServerError) as caught:
@@ -345,7 +334,7 @@ async def test_a_hang_is_a_timeout(
 
 
 async def test_connection_refused_is_a_network_error(
-    make_client: Callable[..., NovitaClient], sleeps: RecordingSleep
+    make_client: Callable[..., NovitaClient], sleeps: ClockSleep
 ) -> None:
     base_url = f"http://127.0.0.1:{free_port()}/gpu-instance/openapi/v1"
     async with make_client(base_url=base_url) as novita:
@@ -357,7 +346,7 @@ async def test_connection_refused_is_a_network_error(
 
 
 async def test_create_is_never_retried_even_on_500(
-    client: NovitaClient, simulator: Simulator, sleeps: RecordingSleep
+    client: NovitaClient, simulator: Simulator, sleeps: ClockSleep
 ) -> None:
     simulator.faults.create_500_after_create = 1
     with pytest.raises(NovitaServerError):
