@@ -35,10 +35,9 @@ from service.domain import (
     is_legal_transition,
     new_event_id,
     new_instance_id,
-    notification_type,
 )
 from service.errors import IllegalTransitionError, InstanceNotFoundError
-from service.presenters import instance_view, iso
+from service.notifications.messages import status_change_message
 
 T = TypeVar("T")
 
@@ -458,16 +457,14 @@ async def _record_event(
         .returning(instance_events)
     )
     event = event_from_row(result.one())
-    data = instance_view(instance)
-    data["statusReason"] = reason
-    message_type = notification_type(to_status)
+    message_type, payload = status_change_message(instance, to_status, reason, now)
     await conn.execute(
         outbox.insert().values(
             id=new_event_id(),
             instance_id=instance.id,
             event_seq=seq,
             type=message_type,
-            payload={"type": message_type, "timestamp": iso(now), "data": data},
+            payload=payload,
             target_url=instance.webhook_url,
             status="pending",
             attempts=0,

@@ -24,9 +24,9 @@ from service.db import leases
 from service.db.engine import Database
 from service.db.notification_retention import prune_settled
 from service.notifications.models import NotificationStatus
-from service.resources import Resources, new_owner_id
+from service.resources import Resources
 from service.settings import Settings
-from service.workers.loop import WorkerLoop
+from service.workers.loop import Figures, WorkerLoop
 
 log = structlog.get_logger(__name__)
 
@@ -84,9 +84,12 @@ class NotificationRetention:
         return cls(
             database=resources.database,
             clock=resources.clock,
-            owner=resources.owner or new_owner_id(),
+            owner=resources.owner,
             config=RetentionConfig.from_settings(resources.settings),
         )
+
+    def figures(self, now: datetime) -> Figures:
+        return {}
 
     async def run_once(self) -> int:
         """One batch when a sweep is due and this process holds the lease; the number of

@@ -19,7 +19,7 @@ from service.db.inbox import InboxRecord
 from service.db.models import inbound_webhooks
 from service.domain import EventSource, Status
 from service.workers.applier import InboxApplier
-from tests.integration.provisioning_helpers import add_instance, events, load
+from tests.support.provisioning import add_instance, events, load
 
 T0 = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 # (Novita status, seconds after T0 it was observed), in the order the webhooks arrive.
