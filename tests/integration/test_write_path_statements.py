@@ -55,7 +55,7 @@ async def test_a_state_change_is_four_statements_and_returns_what_it_wrote(
 
     async with database.read() as conn:
         stored = await repo.get_instance(conn, instance_id)
-        [_, event] = await repo.list_events(conn, instance_id)
+        [_, event] = (await repo.list_events(conn, instance_id)).items
         [_, message] = await repo.list_outbox(conn, instance_id=instance_id)
     assert result.instance == stored, "the returned instance is the row as written"
     assert stored.status is Status.PROVISIONING and stored.event_seq == 2
