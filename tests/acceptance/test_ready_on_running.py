@@ -17,15 +17,15 @@ from service.novita import NovitaClient
 from service.workers.applier import build_applier_loop
 from service.workers.loop import WorkerGroup, WorkerLoop
 from service.workers.readiness import ReadinessWorker, build_readiness_loop
-from tests.acceptance.test_inbound_webhooks import event, post, signed
-from tests.integration.provisioning_helpers import (
+from tests.plugins.service import ServiceUnderTest
+from tests.support.inbound_webhooks import event, post, signed
+from tests.support.provisioning import (
     add_instance,
     advance,
     load,
     make_provisioner,
     make_reconciler,
 )
-from tests.plugins.service import ServiceUnderTest
 
 HOUR = 3600.0
 

@@ -14,7 +14,7 @@ from service.simulator import Simulator
 from service.workers.call_budget import CallBudget
 from service.workers.provisioner import Provisioner
 from service.workers.reconciler import Reconciler
-from tests.integration.provisioning_helpers import (
+from tests.support.provisioning import (
     add_instance,
     advance,
     load,
