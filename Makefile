@@ -36,6 +36,7 @@ cli: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check service tests migrations scripts bench client-examples novita_lifecycle_client
 	$(BIN)/mypy service novita_lifecycle_client
+	$(BIN)/lint-imports
 
 test: lint
 	eval "$$(scripts/test-postgres.sh)" && $(BIN)/pytest $(PYTEST_ARGS)
