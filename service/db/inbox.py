@@ -173,13 +173,18 @@ def _one_of(
     return column.in_(sa.bindparam("ids", ids, expanding=True, literal_execute=True))
 
 
-async def prune(conn: AsyncConnection, *, received_before: datetime) -> int:
-    """Forget processed events received before the cut-off (unprocessed ones are kept)."""
+async def prune(conn: AsyncConnection, *, received_before: datetime, limit: int) -> int:
+    """Forget up to `limit` processed events received before the cut-off, oldest first
+    (unprocessed ones are kept); return how many."""
     c = inbound_webhooks.c
+    oldest = (
+        sa.select(c.id)
+        .where(c.received_at < received_before, c.processed_at.is_not(None))
+        .order_by(c.received_at)
+        .limit(limit)
+    )
     result = await conn.execute(
-        inbound_webhooks.delete().where(
-            c.received_at < received_before, c.processed_at.is_not(None)
-        )
+        inbound_webhooks.delete().where(c.id.in_(oldest.scalar_subquery()))
     )
     return result.rowcount or 0
 

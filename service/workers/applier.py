@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -40,7 +40,6 @@ from service.workers.provider_truth import (
 log = structlog.get_logger(__name__)
 
 STATUS_EVENTS = frozenset({"instance.status_changed", "instance.spot_reclaim"})
-PRUNE_EVERY = timedelta(minutes=10)
 # Seconds the applier rests after a batch that did work (see build_applier_loop).
 BUSY_PAUSE = 0.1
 
@@ -174,15 +173,12 @@ class InboxApplier:
         clock: Clock,
         *,
         batch_size: int = 1000,
-        retention: timedelta = timedelta(days=4),
         action_settle: float = 30.0,
     ) -> None:
         self._db = database
         self._clock = clock
         self.batch_size = batch_size
         self.action_settle = action_settle
-        self.retention = retention
-        self._last_prune: datetime | None = None
         # On a SQLite file the pass is one transaction on a thread (see plain_sqlite).
         self._plain = (
             PlainSqliteTransactions(database) if database.sqlite_file is not None else None
@@ -194,7 +190,6 @@ class InboxApplier:
         return cls(
             resources.database,
             resources.clock,
-            retention=timedelta(days=resources.settings.inbox_retention_days),
             action_settle=resources.settings.action_settle_seconds,
         )
 
@@ -220,7 +215,6 @@ class InboxApplier:
                 if done.deferred:
                     outcomes = {**outcomes, **await self._apply_deferred(conn, done.deferred, now)}
         self.applied += sum(outcome == "applied" for outcome in outcomes.values())
-        await self._prune(now)
         return len(done.outcomes) + len(done.deferred)
 
     async def _apply_deferred(
@@ -260,15 +254,6 @@ class InboxApplier:
         if applied.verdict is Verdict.RESEND_DELETE:
             return Verdict.SUPERSEDED.value  # only a poll sends a delete again
         return applied.verdict.value
-
-    async def _prune(self, now: datetime) -> None:
-        if self._last_prune is not None and now - self._last_prune < PRUNE_EVERY:
-            return
-        self._last_prune = now
-        async with self._db.transaction() as conn:
-            pruned = await inbox.prune(conn, received_before=now - self.retention)
-        if pruned:
-            log.info("webhook.inbox_pruned", rows=pruned)
 
 
 def build_applier_loop(resources: Resources) -> WorkerLoop:

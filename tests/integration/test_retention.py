@@ -1,7 +1,8 @@
-"""Notification retention on SQLite and PostgreSQL: settled notifications older than their
-retention go (with their attempts and redeliveries), in bounded batches, by one process at
-a time; pending, recent and dead-within-window rows stay, and reports over the retained
-period read the same."""
+"""Retention on SQLite and PostgreSQL: settled notifications older than their retention go
+(with their attempts and redeliveries), and processed inbound webhooks older than theirs,
+in bounded batches, by one process at a time; pending, recent and dead-within-window
+notifications and unprocessed webhooks stay, and reports over the retained period read
+the same."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.clock import ManualClock
+from service.db import inbox
 from service.db import repository as repo
 from service.db.engine import Database
-from service.db.models import outbox, outbox_attempts, outbox_redeliveries
+from service.db.inbox import InboxRecord
+from service.db.models import inbound_webhooks, outbox, outbox_attempts, outbox_redeliveries
 from service.db.outbox import redeliver_notification
 from service.db.reports import Window, notification_summary
 from service.domain import InstanceSpec
-from service.workers.retention import NotificationRetention, RetentionConfig
+from service.workers.retention import Retention, RetentionConfig
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -84,8 +87,8 @@ async def orphans(database: Database) -> int:
 
 def worker(
     database: Database, clock: ManualClock, owner: str = "a", **config: Any
-) -> NotificationRetention:
-    return NotificationRetention(
+) -> Retention:
+    return Retention(
         database=database, clock=clock, owner=owner, config=RetentionConfig(**config)
     )
 
@@ -166,3 +169,34 @@ async def test_one_process_at_a_time_prunes(database: Database) -> None:
     clock.advance(2 * 600)  # the first process is gone: its lease expires
     assert await second.run_once() == 1
     assert await remaining(database) == set()
+
+
+async def webhook(database: Database, received: datetime, *, processed: bool) -> str:
+    webhook_id = f"msg_{received.timestamp():.0f}_{processed}"
+    record = InboxRecord(webhook_id, "instance.status_changed", "nv-1", '{"type": "x"}')
+    async with database.transaction() as conn:
+        await inbox.store_batch(conn, [record], now=received)
+        if processed:
+            row_id = await conn.scalar(
+                sa.select(inbound_webhooks.c.id).where(
+                    inbound_webhooks.c.webhook_id == webhook_id
+                )
+            )
+            outcomes = {int(row_id): "unknown_instance"}
+            await conn.run_sync(lambda sync: inbox.mark(sync, outcomes, now=received))
+    return webhook_id
+
+
+async def test_processed_webhooks_go_after_their_retention_unprocessed_ones_stay(
+    database: Database,
+) -> None:
+    old_processed = await webhook(database, NOW - 5 * DAY, processed=True)
+    old_unprocessed = await webhook(database, NOW - 5 * DAY - timedelta(hours=1), processed=False)
+    recent_processed = await webhook(database, NOW - 3 * DAY, processed=True)
+
+    assert await worker(database, ManualClock(NOW), inbox_days=4).run_once() == 1
+
+    async with database.read() as conn:
+        kept = set((await conn.scalars(sa.select(inbound_webhooks.c.webhook_id))).all())
+    assert kept == {old_unprocessed, recent_processed}
+    assert old_processed not in kept
