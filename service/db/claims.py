@@ -88,14 +88,24 @@ async def claim_pending(
 
 
 async def claim_due_for_poll(
-    conn: AsyncConnection, *, owner: str, now: datetime, ttl: float, limit: int
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    now: datetime,
+    ttl: float,
+    limit: int,
+    transitional: bool | None = None,
 ) -> list[Instance]:
-    """Claim live instances Novita knows whose next check is due."""
+    """Claim live instances Novita knows whose next check is due; only those in a
+    transitional status (`transitional=True`), only the others (False), or all (None)."""
     condition = sa.and_(
         instances.c.status.not_in([s.value for s in TERMINAL_STATUSES]),
         instances.c.novita_instance_id.is_not(None),
         instances.c.next_check_at <= now,
     )
+    if transitional is not None:
+        moving = instances.c.status.in_([s.value for s in TRANSITIONAL_STATUSES])
+        condition = sa.and_(condition, moving if transitional else sa.not_(moving))
     return await _claim(conn, condition, owner=owner, now=now, ttl=ttl, limit=limit)
 
 

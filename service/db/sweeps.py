@@ -81,10 +81,17 @@ async def transitional_instances(conn: AsyncConnection, *, limit: int) -> list[I
     return [instance_from_mapping(row._mapping) for row in rows]
 
 
-async def soonest_poll(conn: AsyncConnection) -> datetime | None:
-    """When the next per-instance poll falls due (None: nothing to poll)."""
+async def soonest_poll(
+    conn: AsyncConnection, *, transitional: bool | None = None
+) -> datetime | None:
+    """When the next per-instance poll falls due (None: nothing to poll); of the rows in a
+    transitional status (True), of the others (False), or of all (None)."""
+    condition = _polled()
+    if transitional is not None:
+        moving = instances.c.status.in_([s.value for s in TRANSITIONAL_STATUSES])
+        condition = sa.and_(condition, moving if transitional else sa.not_(moving))
     soonest: datetime | None = await conn.scalar(
-        sa.select(sa.func.min(instances.c.next_check_at)).where(_polled())
+        sa.select(sa.func.min(instances.c.next_check_at)).where(condition)
     )
     if soonest is not None and soonest.tzinfo is None:
         soonest = soonest.replace(tzinfo=UTC)  # SQLite keeps no zone; every time is UTC

@@ -17,6 +17,10 @@ Novita's reads are the truth; webhooks only make us look sooner.
   instances in transition), a round lists them instead (TRANSITIONAL priority), applies
   what changed, and pushes the seen rows' own polls back by two rounds: while listings
   go on, they are not read one by one; once listings stop (or fail), they soon are.
+- Two loops share the work in `serve` and `worker` (`scope`): `transitions` polls (and
+  lists) the instances in transition, `reconciler` the others, so a batch of stable polls
+  waiting for the background's share of the rate limit never holds up a transitional
+  read: the limiter serves the waiting calls of both by priority.
 - Between batches, a pass with nothing due waits for the next poll or round due within
   `lookahead` seconds instead of a whole loop interval.
 - While the circuit breaker is open the batch is skipped (`paused`, for /health).
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Literal
 
 import structlog
 
@@ -69,6 +74,8 @@ class ReconcilerConfig:
     budget: CallBudget | None = None
     lookahead: float = 1.0
     transitional_scan_limit: int = 5000
+    # Which rows this loop polls: all, those in a transitional status, or the others.
+    scope: Literal["all", "transitional", "stable"] = "all"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReconcilerConfig:
@@ -97,7 +104,6 @@ class ReconcilerConfig:
 
 
 class Reconciler:
-    name = "reconciler"
 
     def __init__(
         self,
@@ -115,6 +121,7 @@ class Reconciler:
         self._clock = clock
         self.owner = owner
         self.config = config or ReconcilerConfig()
+        self.name = "transitions" if self.config.scope == "transitional" else "reconciler"
         self.paused = False  # True while the breaker is open: shown by /health
         self.applier = ObservationApplier(
             database=database, novita=novita, clock=clock, owner=owner, pacing=self.config.pacing
@@ -129,13 +136,15 @@ class Reconciler:
         self._urgent = RateMeter()
 
     @classmethod
-    def from_resources(cls, resources: Resources) -> Reconciler:
+    def from_resources(
+        cls, resources: Resources, scope: Literal["all", "transitional", "stable"] = "all"
+    ) -> Reconciler:
         return cls(
             database=resources.database,
             novita=resources.novita,
             clock=resources.clock,
             owner=resources.owner,
-            config=ReconcilerConfig.from_settings(resources.settings),
+            config=replace(ReconcilerConfig.from_settings(resources.settings), scope=scope),
         )
 
     def figures(self, now: datetime) -> Figures:
@@ -148,6 +157,11 @@ class Reconciler:
         if self.round_interval is not None:
             figures["roundInterval"] = self.round_interval
         return figures
+
+    @property
+    def _only_transitional(self) -> bool | None:
+        """The claim filter of this loop's scope."""
+        return {"all": None, "transitional": True, "stable": False}[self.config.scope]
 
     async def run_once(self) -> int:
         done = await self._pass()
@@ -176,6 +190,7 @@ class Reconciler:
                 now=self._clock.now(),
                 ttl=self.config.claim_ttl,
                 limit=self.config.batch_size,
+                transitional=self._only_transitional,
             )
         for index, instance in enumerate(claimed):
             if not await self._poll(instance):
@@ -216,7 +231,7 @@ class Reconciler:
         )
         if pacing != self.applier.pacing:
             self.applier.pacing = pacing
-        if not self.by_listing or now < self._next_listing:
+        if not self.by_listing or now < self._next_listing or self.config.scope == "stable":
             return 0
         self._next_listing = now + self.round_interval
         return await self._list_round(moving, budget, own_poll)
@@ -255,11 +270,11 @@ class Reconciler:
 
     async def _seconds_to_next_due(self) -> float | None:
         async with self._db.read() as conn:
-            soonest = await sweeps.soonest_poll(conn)
+            soonest = await sweeps.soonest_poll(conn, transitional=self._only_transitional)
         waits = []
         if soonest is not None:
             waits.append((soonest - self._clock.now()).total_seconds())
-        if self.by_listing:
+        if self.by_listing and self.config.scope != "stable":
             waits.append(self._next_listing - self._clock.monotonic())
         return min(waits) if waits else None
 
@@ -340,4 +355,10 @@ def poll_priority(instance: Instance) -> Priority:
 
 
 def build_reconciler_loop(resources: Resources) -> WorkerLoop:
-    return WorkerLoop(Reconciler.from_resources(resources), idle_interval=1.0)
+    """The polls of instances not in transition."""
+    return WorkerLoop(Reconciler.from_resources(resources, "stable"), idle_interval=1.0)
+
+
+def build_transitions_loop(resources: Resources) -> WorkerLoop:
+    """The reads (and listings) of instances in transition."""
+    return WorkerLoop(Reconciler.from_resources(resources, "transitional"), idle_interval=1.0)

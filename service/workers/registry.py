@@ -12,7 +12,7 @@ from service.workers.notifier import build_notifier_loop
 from service.workers.policy import build_policy_loop
 from service.workers.provisioner import build_provisioner_loop
 from service.workers.readiness import build_readiness_loop
-from service.workers.reconciler import build_reconciler_loop
+from service.workers.reconciler import build_reconciler_loop, build_transitions_loop
 from service.workers.relister import build_relister_loop
 from service.workers.retention import build_retention_loop
 
@@ -23,6 +23,7 @@ def build_worker_loops(resources: Resources) -> list[WorkerLoop]:
     loops.append(build_notifier_loop(resources))
     loops.append(build_provisioner_loop(resources))
     loops.append(build_reconciler_loop(resources))
+    loops.append(build_transitions_loop(resources))
     loops.append(build_applier_loop(resources))
     loops.append(build_relister_loop(resources))
     loops.append(build_readiness_loop(resources))

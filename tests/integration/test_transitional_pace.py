@@ -108,3 +108,25 @@ async def test_rows_a_listing_watches_are_read_one_by_one_soon_once_it_stops(
         # Pushed back past the next listing, but no further than two rounds.
         wait = (due - sim_clock.now()).total_seconds()
         assert reconciler.round_interval < wait <= 2 * reconciler.round_interval + 0.01
+
+
+async def test_instances_in_transition_have_a_loop_of_their_own(
+    database: Database,
+    simulator: Simulator,
+    sim_clock: ManualClock,
+    novita: NovitaClient,
+    provisioner: Provisioner,
+) -> None:
+    """The stable polls never hold up a transitional read: each scope claims its own rows."""
+    (instance_id,) = await submitted(database, sim_clock, provisioner, 1)
+    stable = make_reconciler(database, novita, sim_clock, budget=BUDGET, scope="stable")
+    moving = make_reconciler(
+        database, novita, sim_clock, owner="r2", budget=BUDGET, scope="transitional"
+    )
+    assert (stable.name, moving.name) == ("reconciler", "transitions")
+    simulator.requests_by_path.clear()
+    assert await stable.run_once() == 0
+    assert calls(simulator) == (0, 0)
+    assert await moving.run_once() == 1
+    assert calls(simulator) == (0, 1)
+    assert (await load(database, instance_id)).status is Status.PROVISIONING
