@@ -170,9 +170,8 @@ async def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
 async def relister_facts(http: aiohttp.ClientSession, api: str) -> dict[str, Any]:
     async with http.get(f"{api}/health") as response:
         body = await response.json()
-    workers = body.get("workers") or {}
-    found = workers.get("relister") if isinstance(workers, dict) else None
-    return dict(found or {})
+    workers = (body.get("checks") or {}).get("workers") or {}
+    return dict(workers.get("relister") or {})
 
 
 async def status_of(http: aiohttp.ClientSession, api: str, instance_id: str) -> dict[str, Any]:
