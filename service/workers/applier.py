@@ -41,7 +41,7 @@ log = structlog.get_logger(__name__)
 
 STATUS_EVENTS = frozenset({"instance.status_changed", "instance.spot_reclaim"})
 # Seconds the applier rests after a batch that did work (see build_applier_loop).
-BUSY_PAUSE = 0.1
+BUSY_PAUSE = 0.05
 
 
 def _report(event: StoredWebhook) -> Report | None:
@@ -172,7 +172,7 @@ class InboxApplier:
         database: Database,
         clock: Clock,
         *,
-        batch_size: int = 1000,
+        batch_size: int = 500,
         action_settle: float = 30.0,
     ) -> None:
         self._db = database
