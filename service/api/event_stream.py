@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from service.api.access import principal_of
 from service.api.instances import _statuses
 from service.api.query_params import Query
-from service.db.event_feed import FeedEvent, FeedFilter
+from service.db.event_feed import FeedEvent, FeedFilter, last_event_id
 from service.errors import DatabaseError, InstanceNotFoundError, ValidationFailedError
 from service.event_hub import EventHub, SubscriberDroppedError
 from service.lifecycle import Lifecycle
@@ -144,11 +144,24 @@ class EventStreamResponse(EventSourceResponse):
             log.info("events.stream_cut", reason="write timed out")
 
 
+async def _newest_event_id(resources: Resources) -> int:
+    try:
+        async with resources.database.read() as conn:
+            return await last_event_id(conn)
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseError("the database is not available; retry shortly") from exc
+
+
 async def stream_response(request: Request, resources: Resources, hub: EventHub) -> Any:
     """The stream for `request` (validated first, so a bad filter is a plain 4xx)."""
     after = parse_last_event_id(request)
     where = await parse_filter(request, resources)
-    if not await resources.database.ping():  # a 503 is possible only before the stream starts
+    if after is None:
+        # "From now on" is the newest event when the request is handled, read before the
+        # 200 goes out: an event committed once the client holds the 200 is always sent
+        # (read when the stream first iterated, it could already count that event as past).
+        after = await _newest_event_id(resources)
+    elif not await resources.database.ping():  # a 503 only before the stream starts
         raise DatabaseError("the database is not available; retry shortly")
     settings = resources.settings
     return EventStreamResponse(
