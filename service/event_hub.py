@@ -14,6 +14,12 @@ later read, or `gap_max_wait` seconds have passed (a transaction stuck that long
 logged; its event can then only be read from the instance's history). On SQLite a hole
 never fills.
 
+A stream's starting point is fixed when it is opened (`open_stream`), before the caller
+tells its client the stream has begun: "from now on" is the newest event committed at that
+moment, so an event committed once the client holds its answer is always sent. Opening
+reads the database, so an outage is a `DatabaseError` while the caller can still answer
+it (a 503), rather than a stream that starts and ends at once.
+
 Each subscription buffers at most `capacity` events. A subscriber that falls that far
 behind is dropped, its buffer freed at once: its stream ends and the client reconnects
 with `Last-Event-ID`, catching up from the database. Memory per client stays bounded
@@ -30,6 +36,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.db.engine import Database
 from service.db.event_feed import (
@@ -39,6 +46,7 @@ from service.db.event_feed import (
     events_after,
     last_event_id,
 )
+from service.errors import DatabaseError
 
 log = structlog.get_logger(__name__)
 
@@ -140,20 +148,38 @@ class EventHub:
 
     # --- streams ---------------------------------------------------------------------------
 
-    async def stream(
+    async def open_stream(
         self, where: FeedFilter, *, after: int | None, capacity: int
     ) -> AsyncIterator[FeedEvent]:
         """The accepted events above `after` (None: from now on), in id order, forever.
 
-        History up to the hub's position is read from the database, page by page; the
-        subscription is registered once the reader has caught up, so the buffer only ever
-        holds live events. Raises `SubscriberDroppedError` when the buffer overflows.
+        "From now on" is resolved here, to the newest event id committed at this call:
+        resolved when the stream is first iterated instead, an event committed in between
+        (as the caller's client receives its answer) would count as past and never be
+        sent. The database is read either way, so that an outage raises `DatabaseError`
+        now, before the caller has started answering.
         """
+        newest = await self._newest_event_id()
+        return self._stream(where, after=newest if after is None else after, capacity=capacity)
+
+    async def _newest_event_id(self) -> int:
+        try:
+            async with self.database.read() as conn:
+                return await last_event_id(conn)
+        except (SQLAlchemyError, OSError) as exc:
+            raise DatabaseError("the database is not available; retry shortly") from exc
+
+    async def _stream(
+        self, where: FeedFilter, *, after: int, capacity: int
+    ) -> AsyncIterator[FeedEvent]:
+        """History up to the hub's position is read from the database, page by page; the
+        subscription is registered once the reader has caught up, so the buffer only ever
+        holds live events. Raises `SubscriberDroppedError` when the buffer overflows."""
         self._streams += 1
         subscription: Subscription | None = None
         try:
             await self._ensure_running()
-            cursor = self.position if after is None else after
+            cursor = after
             while cursor < self.position:
                 upto = self.position
                 async with self.database.read() as conn:

@@ -33,8 +33,8 @@ from starlette.types import Receive, Scope, Send
 from service.api.access import principal_of
 from service.api.instances import _statuses
 from service.api.query_params import Query
-from service.db.event_feed import FeedEvent, FeedFilter, last_event_id
-from service.errors import DatabaseError, InstanceNotFoundError, ValidationFailedError
+from service.db.event_feed import FeedEvent, FeedFilter
+from service.errors import InstanceNotFoundError, ValidationFailedError
 from service.event_hub import EventHub, SubscriberDroppedError
 from service.lifecycle import Lifecycle
 from service.presenters import event_view
@@ -116,13 +116,13 @@ def _sse(item: FeedEvent) -> ServerSentEvent:
 
 
 async def _events(
-    hub: EventHub, where: FeedFilter, after: int | None, capacity: int
+    stream: AsyncIterator[FeedEvent], capacity: int
 ) -> AsyncIterator[ServerSentEvent]:
     # The first message tells the client how soon to reconnect; a comment carries it so
     # no event is implied.
     yield ServerSentEvent(comment="connected", retry=RECONNECT_MILLISECONDS)
     try:
-        async for item in hub.stream(where, after=after, capacity=capacity):
+        async for item in stream:
             yield _sse(item)
     except SubscriberDroppedError:
         # The client fell a whole buffer behind. Ending the stream lets it reconnect with
@@ -144,28 +144,16 @@ class EventStreamResponse(EventSourceResponse):
             log.info("events.stream_cut", reason="write timed out")
 
 
-async def _newest_event_id(resources: Resources) -> int:
-    try:
-        async with resources.database.read() as conn:
-            return await last_event_id(conn)
-    except (SQLAlchemyError, OSError) as exc:
-        raise DatabaseError("the database is not available; retry shortly") from exc
-
-
 async def stream_response(request: Request, resources: Resources, hub: EventHub) -> Any:
-    """The stream for `request` (validated first, so a bad filter is a plain 4xx)."""
+    """The stream for `request` (validated and opened first, so a bad filter is a plain
+    4xx and a database outage a 503)."""
     after = parse_last_event_id(request)
     where = await parse_filter(request, resources)
-    if after is None:
-        # "From now on" is the newest event when the request is handled, read before the
-        # 200 goes out: an event committed once the client holds the 200 is always sent
-        # (read when the stream first iterated, it could already count that event as past).
-        after = await _newest_event_id(resources)
-    elif not await resources.database.ping():  # a 503 only before the stream starts
-        raise DatabaseError("the database is not available; retry shortly")
     settings = resources.settings
+    capacity = settings.event_stream_buffer
+    stream = await hub.open_stream(where, after=after, capacity=capacity)
     return EventStreamResponse(
-        _events(hub, where, after, settings.event_stream_buffer),
+        _events(stream, capacity),
         ping=settings.event_stream_heartbeat,
         send_timeout=settings.event_stream_send_timeout,
         headers={"Cache-Control": "no-store"},

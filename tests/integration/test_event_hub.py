@@ -5,17 +5,22 @@ falls a buffer behind, freeing what it held."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from service.db import repository as repo
 from service.db.engine import Database
 from service.db.event_feed import FeedEvent, FeedFilter, events_after
 from service.db.models import leases
 from service.domain import InstanceSpec
+from service.errors import DatabaseError
 from service.event_hub import EventHub, SubscriberDroppedError, Subscription
+from tests.plugins.database import leak_checked, postgres_admin_url
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -61,7 +66,7 @@ class Collector:
 async def test_streams_start_at_the_present_and_see_what_follows(database: Database) -> None:
     await add_instances(database, 2)
     hub = EventHub(database, poll_interval=0.02)
-    collector = Collector(hub.stream(FeedFilter(), after=None, capacity=100))
+    collector = Collector(await hub.open_stream(FeedFilter(), after=None, capacity=100))
     try:
         await asyncio.sleep(0.1)
         later = await add_instances(database, 3)
@@ -74,9 +79,57 @@ async def test_streams_start_at_the_present_and_see_what_follows(database: Datab
     assert not hub.running, "the hub stops polling when its last stream ends"
 
 
+async def test_from_now_on_is_fixed_when_the_stream_is_opened(database: Database) -> None:
+    """An event committed between opening a stream and first reading it (while the
+    caller's client receives its answer) is after the stream's start: it is sent."""
+    await add_instances(database, 2)
+    hub = EventHub(database, poll_interval=0.02)
+    stream = await hub.open_stream(FeedFilter(), after=None, capacity=100)
+    in_between = await add_instances(database, 1)
+    collector = Collector(stream)
+    try:
+        assert await collector.wait_for(1) == in_between
+        later = await add_instances(database, 1)
+        assert await collector.wait_for(2) == in_between + later
+    finally:
+        await collector.close()
+        await hub.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def unreachable_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/no-such-directory/service.db"
+    else:  # a port nothing listens on: every connection is refused
+        url = make_url(postgres_admin_url()).set(port=1).render_as_string(hide_password=False)
+    before = set(threading.enumerate())
+    async with leak_checked(url) as database:
+        yield database
+    # aiosqlite stops a connection that failed to open on its worker thread, which then
+    # hands its answer to the event loop: wait for it, or it may find the loop closed.
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 5)
+
+
+@pytest.mark.parametrize("after", [None, 0])
+async def test_opening_a_stream_without_the_database_is_a_database_error(
+    unreachable_database: Database, after: int | None
+) -> None:
+    """Opening reads the database whether or not the client resumes, so its caller can
+    still answer 503 rather than a stream that ends at once."""
+    hub = EventHub(unreachable_database, poll_interval=0.02)
+    with pytest.raises(DatabaseError):
+        await hub.open_stream(FeedFilter(), after=after, capacity=10)
+    assert not hub.running
+    await hub.close()
+
+
 async def test_the_last_stream_leaving_stops_the_poller(database: Database) -> None:
     hub = EventHub(database, poll_interval=0.02)
-    collector = Collector(hub.stream(FeedFilter(), after=None, capacity=10))
+    collector = Collector(await hub.open_stream(FeedFilter(), after=None, capacity=10))
     await asyncio.sleep(0.1)
     assert hub.running and hub.subscriber_count == 1
     await collector.close()
@@ -176,7 +229,9 @@ async def _all_after(database: Database, after: int) -> list[FeedEvent]:
 
 async def test_filters_apply_to_live_events(database: Database) -> None:
     hub = EventHub(database, poll_interval=0.02)
-    red = Collector(hub.stream(FeedFilter(labels=(("team", "red"),)), after=None, capacity=50))
+    red = Collector(
+        await hub.open_stream(FeedFilter(labels=(("team", "red"),)), after=None, capacity=50)
+    )
     try:
         await asyncio.sleep(0.1)
         await add_instances(database, 2, team="blue")
