@@ -6,6 +6,7 @@ returns or logs a secret.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,8 +39,15 @@ class ApiKey:
         return self.revoked_at is None
 
 
-def _key(row: Any) -> ApiKey:
-    m = row._mapping
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """What authentication needs of a key: its digest to compare, and its principal."""
+
+    key: ApiKey
+    secret_hash: str
+
+
+def _api_key_from_mapping(m: Mapping[Any, Any]) -> ApiKey:
     return ApiKey(
         id=m["id"],
         team=m["team"],
@@ -49,6 +57,10 @@ def _key(row: Any) -> ApiKey:
         last_used_at=m["last_used_at"],
         revoked_at=m["revoked_at"],
     )
+
+
+def _stored_key_from_mapping(m: Mapping[Any, Any]) -> StoredKey:
+    return StoredKey(_api_key_from_mapping(m), m["secret_hash"])
 
 
 async def create_key(
@@ -66,32 +78,33 @@ async def create_key(
             created_at=now,
         )
     )
-    return ApiKey(new.id, team, role, name, now, None, None), new.secret
+    key = ApiKey(
+        id=new.id,
+        team=team,
+        role=role,
+        name=name,
+        created_at=now,
+        last_used_at=None,
+        revoked_at=None,
+    )
+    return key, new.secret
 
 
 async def list_keys(conn: AsyncConnection, *, team: str | None = None) -> list[ApiKey]:
     query = sa.select(*_PUBLIC).order_by(_k.team, _k.created_at, _k.id)
     if team is not None:
         query = query.where(_k.team == team)
-    return [_key(row) for row in await conn.execute(query)]
+    return [_api_key_from_mapping(row._mapping) for row in await conn.execute(query)]
 
 
 async def get_key(conn: AsyncConnection, key_id: str) -> ApiKey | None:
     row = (await conn.execute(sa.select(*_PUBLIC).where(_k.id == key_id))).first()
-    return _key(row) if row is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredKey:
-    """What authentication needs of a key: its digest to compare, and its principal."""
-
-    key: ApiKey
-    secret_hash: str
+    return _api_key_from_mapping(row._mapping) if row is not None else None
 
 
 async def find_by_id(conn: AsyncConnection, key_id: str) -> StoredKey | None:
     row = (await conn.execute(sa.select(*_PUBLIC, _k.secret_hash).where(_k.id == key_id))).first()
-    return StoredKey(_key(row), row._mapping["secret_hash"]) if row is not None else None
+    return _stored_key_from_mapping(row._mapping) if row is not None else None
 
 
 async def revoke(conn: AsyncConnection, key_id: str, *, now: datetime) -> ApiKey | None:
