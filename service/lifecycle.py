@@ -384,7 +384,7 @@ class Lifecycle:
                 instanceId=instance.id,
             )
         async with self.db.transaction() as conn:
-            await repo.change_status(
+            deleting = await repo.change_status(
                 conn,
                 instance.id,
                 Status.DELETING,
@@ -404,6 +404,7 @@ class Lifecycle:
                 detail=_with(
                     {"note": "never submitted to Novita; nothing to release"}, self._audit
                 ),
+                locked=deleting.instance,  # still locked by this transaction
             )
         return result.instance
 
@@ -431,13 +432,13 @@ class Lifecycle:
             **(self._audit or {}),
         }
         async with self.db.transaction() as conn:
-            await repo.change_status(
+            deleting = await repo.change_status(
                 conn, instance.id, Status.DELETING, source=source, now=now,
                 kind="delete_requested", detail=self._audit,
             )
             result = await repo.change_status(
                 conn, instance.id, Status.DELETED, source=source, now=now, kind="deleted",
-                reason="provider_id_reassigned", detail=detail,
+                reason="provider_id_reassigned", detail=detail, locked=deleting.instance,
             )
         log.warning(
             "instance.delete_skipped_reassigned",

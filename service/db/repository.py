@@ -240,11 +240,13 @@ async def insert_adopted_instance(
         taken = sa.or_(taken, instances.c.novita_instance_id == novita_id)
     if (await conn.execute(sa.select(instances.c.id).where(taken).limit(1))).first():
         return None
-    await insert_instance(
+    inserted = await insert_instance(
         conn, spec, now=now, source=EventSource.RECONCILER, instance_id=instance_id
     )
     result: TransitionResult | None = None
     for index, step in enumerate(path):
+        # The row this transaction inserted (then changed) is its own until it commits.
+        row = inserted.instance if result is None else result.instance
         result = await change_status(
             conn,
             instance_id,
@@ -257,6 +259,7 @@ async def insert_adopted_instance(
             observed_at=observed_at,
             detail=detail,
             changes=facts if index == 0 else None,
+            locked=row,
         )
     assert result is not None
     return result

@@ -458,7 +458,8 @@ class Provisioner:
         now: datetime,
         kind: str,
     ) -> bool:
-        """Write what `_commit_provisioning` decided; True when Novita's instance is unwanted."""
+        """Write what `_commit_provisioning` decided (`current` is the row it locked in
+        `conn`); True when Novita's instance is unwanted."""
         delete_at_novita = False
         if current.status is Status.PENDING:
             await repo.change_status(
@@ -472,6 +473,7 @@ class Provisioner:
                 observed_at=now if provider_status else None,
                 detail=detail,
                 changes={**facts, "submitted_at": current.submitted_at or now},
+                locked=current,
             )
             await claims.release(conn, current.id, owner=self.owner, failed_attempts=0)
         elif current.status is Status.DELETING and current.novita_instance_id is None:
@@ -485,6 +487,7 @@ class Provisioner:
                 now=now,
                 provider_status=provider_status,
                 changes={"novita_instance_id": novita_id, "next_check_at": now},
+                locked=current,
             )
             await claims.release(conn, current.id, owner=self.owner, failed_attempts=0)
             delete_at_novita = True
@@ -683,6 +686,7 @@ class Provisioner:
                     source=EventSource.PROVISIONER,
                     now=self._clock.now(),
                     detail={"message": "no Novita instance was created"},
+                    locked=current,
                 )
 
 

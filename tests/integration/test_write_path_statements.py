@@ -1,6 +1,8 @@
 """How many SQL statements the write path sends, on SQLite and PostgreSQL: a state change
 is at most four (lock the row, write it and read it back in one UPDATE … RETURNING, the
-event, the notification), and a claim is one UPDATE … RETURNING whatever it claims."""
+event, the notification), and a claim is one UPDATE … RETURNING whatever it claims. A
+caller that has locked the row already (the provisioner, a delete's second change, an
+adoption's path) hands it to `change_status`, which then does not read it again."""
 
 from __future__ import annotations
 
@@ -8,15 +10,30 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.clock import ManualClock
 from service.db import claims
 from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import EventSource, InstanceSpec, Status
+from service.lifecycle import Lifecycle
+from service.novita import NovitaClient
+from service.provisioning.naming import provider_name
 from service.provisioning.status_map import Observation
+from service.simulator import Simulator
+from service.simulator.validation import parse_create
 from service.workers.provider_truth import Report, Verdict, apply_observation
+from service.workers.provisioner import Provisioner
+from tests.plugins.service import ServiceUnderTest
+from tests.support.provisioning import add_instance, api_moves, load, make_provisioner
 from tests.support.statements import sent_statements
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+GPU_BODY = {
+    "productId": "4090.16c62g",
+    "gpuNum": 1,
+    "rootfsSize": 20,
+    "imageUrl": "pytorch/pytorch:2.4.0",
+}
 
 
 def spec(name: str = "trainer") -> InstanceSpec:
@@ -177,3 +194,118 @@ async def test_a_stale_locked_row_fails_the_version_guard_instead_of_overwriting
                 now=T0 + timedelta(minutes=2),
                 locked=stale,
             )
+
+
+def without_begin(sent: list[str]) -> list[str]:
+    """The statements of several transactions (SQLite's BEGIN IMMEDIATE is a statement of
+    its own; PostgreSQL's BEGIN is not sent as one)."""
+    return [statement for statement in sent if statement != "BEGIN"]
+
+
+async def test_the_provisioner_records_a_create_with_the_row_it_locked(
+    database: Database, sim_clock: ManualClock, provisioner: Provisioner
+) -> None:
+    """Claim, note the intent, then one transaction: lock the row, look for another holder
+    of the Novita id, the state change (reusing the locked row), release the claim."""
+    await add_instance(database, sim_clock)
+    await provisioner.run_once()  # the catalogue and template caches filled
+    instance_id = await add_instance(database, sim_clock)
+    with sent_statements(database) as sent:
+        assert await provisioner.run_once() == 1
+    assert without_begin(sent) == [
+        "UPDATE",  # claim
+        "UPDATE",  # the intent
+        "SELECT",  # lock the row
+        "SELECT",  # who holds the Novita id
+        "UPDATE",
+        "INSERT",
+        "INSERT",
+        "UPDATE",  # release the claim
+    ]
+    assert (await load(database, instance_id)).status is Status.PROVISIONING
+
+
+async def test_the_provisioner_ends_a_cancelled_create_with_the_row_it_locked(
+    database: Database, sim_clock: ManualClock, novita: NovitaClient
+) -> None:
+    """A request deleted while its create was in flight, the create never landing."""
+    instance_id = await add_instance(database, sim_clock)
+    async with database.transaction() as conn:
+        await claims.claim_pending(conn, owner="old", now=sim_clock.now(), ttl=5, limit=10)
+        await claims.record_intent(conn, instance_id, owner="old", now=sim_clock.now(), ttl=5)
+    await api_moves(database, sim_clock, instance_id, Status.DELETING)
+    provisioner = make_provisioner(database, novita, sim_clock, owner="new", create_settle=60)
+    sim_clock.advance(61)
+    with sent_statements(database) as sent:
+        await provisioner.run_once()
+    assert without_begin(sent) == ["UPDATE", "SELECT", "UPDATE", "INSERT", "INSERT"]
+    assert (await load(database, instance_id)).status is Status.DELETED
+
+
+async def test_a_create_landing_after_a_delete_is_kept_on_the_row_the_provisioner_locked(
+    database: Database, simulator: Simulator, sim_clock: ManualClock, novita: NovitaClient
+) -> None:
+    """The request was deleted while its create was in flight and the create landed: the
+    row keeps the Novita id (a change to the status it has: no event) in the transaction
+    that locked it."""
+    instance_id = await add_instance(database, sim_clock)
+    async with database.transaction() as conn:
+        await claims.claim_pending(conn, owner="old", now=sim_clock.now(), ttl=5, limit=10)
+        await claims.record_intent(conn, instance_id, owner="old", now=sim_clock.now(), ttl=5)
+    mono, unix = simulator.now()
+    made = parse_create({**GPU_BODY, "name": provider_name(instance_id, "trainer")})
+    _, changes = simulator.state.create(made, mono, unix)
+    simulator.apply(changes)
+    await api_moves(database, sim_clock, instance_id, Status.DELETING)
+    provisioner = make_provisioner(database, novita, sim_clock, owner="new")
+    sim_clock.advance(61)
+    with sent_statements(database) as sent:
+        await provisioner.run_once()
+    assert without_begin(sent) == ["UPDATE", "SELECT", "SELECT", "UPDATE", "UPDATE"]
+    stored = await load(database, instance_id)
+    assert stored.status is Status.DELETING and stored.novita_instance_id is not None
+
+
+async def test_deleting_a_request_never_submitted_changes_the_row_twice_locking_it_once(
+    service: ServiceUnderTest,
+) -> None:
+    database = service.resources.database
+    instance_id = await add_instance(database, service.clock)
+    with sent_statements(database) as sent:
+        deleted = await Lifecycle(service.resources).delete(instance_id)
+    # The lookup before: SQLite's point reads use a connection of their own, not the engine's.
+    lookup = [] if database.is_sqlite else ["SELECT"]
+    assert without_begin(sent) == [
+        *lookup,
+        *["SELECT", "UPDATE", "INSERT", "INSERT"],  # deleting
+        *["UPDATE", "INSERT", "INSERT"],  # deleted, on the row the first change returned
+    ]
+    assert deleted.status is Status.DELETED and deleted.event_seq == 3
+
+
+async def test_an_adopted_instance_takes_its_path_on_the_row_it_inserted(
+    database: Database,
+) -> None:
+    now = T0 + timedelta(minutes=1)
+    async with database.transaction() as conn:
+        with sent_statements(database) as sent:
+            result = await repo.insert_adopted_instance(
+                conn,
+                "inst_0123456789abcdef0123456789",
+                spec("orphan"),
+                path=(Status.PROVISIONING, Status.RUNNING),
+                now=now,
+                facts={"novita_instance_id": "nv-orphan"},
+                provider_status="running",
+                observed_at=now,
+                detail={},
+            )
+    assert sent == [
+        "SELECT",  # is the id or the Novita id taken
+        *["INSERT", "INSERT", "INSERT"],  # created
+        *["UPDATE", "INSERT", "INSERT"],  # adopted: provisioning
+        *["UPDATE", "INSERT", "INSERT"],  # running
+    ]
+    assert result is not None
+    assert (result.instance.status, result.instance.event_seq) == (Status.RUNNING, 3)
+    assert result.instance.novita_instance_id == "nv-orphan"
