@@ -56,39 +56,29 @@ from bench.ready_lag import (
     stop,
     wait_listening,
 )
+from bench.seed_instances import insert_rows, instance_row, running_instance
 from service.db.engine import Database
 from service.db.migrations import upgrade_to_head
-from service.db.models import instances
 from service.domain import new_instance_id
 from service.provisioning.naming import provider_name
 from service.settings import Settings
 from service.simulator import SimInstance, Simulator, SimulatorConfig
-from service.simulator.machine import PortMapping, PortSpec
-
-BATCH = 5000
 
 
-def seed_simulator(sim: Simulator, count: int) -> list[tuple[str, str]]:
-    """N running instances named with our ids; returns (our id, Novita id) pairs."""
-    seeded = []
+def seed_simulator(sim: Simulator, count: int) -> list[tuple[str, SimInstance]]:
+    """N running instances named with our ids; returns (our id, instance) pairs."""
     unix = sim.clock.now().timestamp()
+    seeded = []
     for n in range(count):
         our_id = new_instance_id()
-        novita_id = f"{n:016x}"
-        sim.state.instances[novita_id] = SimInstance(
-            id=novita_id, seq=n + 1, name=provider_name(our_id, f"fleet-{n}"), kind="gpu",
-            product_id="4090.16c62g", product_name="RTX 4090 24GB", cluster_id="as-sgp-2",
-            cluster_name="AS-SGP-02", gpu_num=1, cpu_num=16, memory=62, rootfs_size=60,
-            image_url="pytorch/pytorch:latest", billing_mode="onDemand", spot=False,
-            price=35000, created_at=unix, ports=[PortSpec(8888, "http")], status="running",
-            app_up=True,
-            mappings=[PortMapping(8888, "http", f"{sim.gateway_url}/{novita_id}/8888/")],
-        )
-        seeded.append((our_id, novita_id))
+        name = provider_name(our_id, f"fleet-{n}")
+        seeded.append((our_id, running_instance(sim, n, name, created_at=unix)))
     return seeded
 
 
-async def seed_rows(url: str, sim: Simulator, seeded: list[tuple[str, str]]) -> None:
+async def seed_rows(url: str, seeded: list[tuple[str, SimInstance]]) -> list[tuple[str, str]]:
+    """Our `ready` rows for them, next polls spread over the stable interval; returns
+    (our id, Novita id) pairs."""
     defaults = Settings()
     stable = max(
         defaults.reconcile_interval,
@@ -97,31 +87,17 @@ async def seed_rows(url: str, sim: Simulator, seeded: list[tuple[str, str]]) -> 
     now = datetime.now(UTC)
     spread = random.Random(1)
     rows = [
-        {
-            "id": our_id, "name": f"fleet-{n}", "novita_instance_id": novita_id,
-            "status": "ready", "provider_status": "running", "product_id": "4090.16c62g",
-            "product_name": "RTX 4090 24GB", "region": "AS-SGP-02", "gpu_num": 1,
-            "billing_mode": "onDemand", "regions": [], "ports": [{"port": 8888, "type": "http"}],
-            "envs": [], "labels": {},
-            "port_mappings": [
-                {"port": 8888, "type": "http",
-                 "endpoint": f"{sim.gateway_url}/{novita_id}/8888/"}
-            ],
-            "created_at": now, "updated_at": now, "submitted_at": now, "running_at": now,
-            "ready_at": now, "provider_observed_at": now,
-            "next_check_at": now + timedelta(seconds=spread.uniform(0, stable)),
-            "event_seq": 0, "version": 1,
-        }
-        for n, (our_id, novita_id) in enumerate(seeded)
+        instance_row(our_id, f"fleet-{n}", inst, status="ready", now=now,
+                     next_check_at=now + timedelta(seconds=spread.uniform(0, stable)))
+        for n, (our_id, inst) in enumerate(seeded)
     ]
     database = Database.from_url(url)
     try:
         await upgrade_to_head(database.engine)
-        for start in range(0, len(rows), BATCH):
-            async with database.transaction() as conn:
-                await conn.execute(instances.insert(), rows[start : start + BATCH])
+        await insert_rows(database, rows)
     finally:
         await database.close()
+    return [(our_id, inst.id) for our_id, inst in seeded]
 
 
 def api_calls(sim: Simulator) -> dict[str, int]:
@@ -135,8 +111,7 @@ async def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
         url = f"sqlite+aiosqlite:///{work}/fleet.db"
         sim = Simulator(SimulatorConfig(api_keys=(NOVITA_KEY,), seed=1, capacity_on_demand=1000))
         await sim.start()
-        seeded = seed_simulator(sim, count)
-        await seed_rows(url, sim, seeded)
+        seeded = await seed_rows(url, seed_simulator(sim, count))
         api_port = free_port()
         async with receiver() as hooks:
             env = {

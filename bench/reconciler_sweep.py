@@ -37,6 +37,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.seed_instances import insert_rows, instance_row, running_instance
 from service.clock import ManualClock
 from service.db.engine import Database
 from service.db.migrations import upgrade_to_head
@@ -46,7 +47,6 @@ from service.novita import NovitaClient
 from service.provisioning.naming import provider_name
 from service.settings import Settings
 from service.simulator import SimInstance, Simulator, SimulatorConfig
-from service.simulator.machine import PortMapping, PortSpec
 from service.workers.reconciler import Reconciler, ReconcilerConfig
 from service.workers.relister import RelistConfig, Relister
 
@@ -64,32 +64,7 @@ def seed_simulator(sim: Simulator, count: int) -> list[tuple[str, SimInstance]]:
         ours = n % 2 == 0
         our_id = new_instance_id() if ours else ""
         name = provider_name(our_id, f"bench-{n}") if ours else f"someone-else-{n}"
-        novita_id = f"{n:016x}"
-        inst = SimInstance(
-            id=novita_id,
-            seq=n + 1,
-            name=name,
-            kind="gpu",
-            product_id="4090.16c62g",
-            product_name="RTX 4090 24GB",
-            cluster_id="as-sgp-2",
-            cluster_name="AS-SGP-02",
-            gpu_num=1,
-            cpu_num=16,
-            memory=62,
-            rootfs_size=60,
-            image_url="pytorch/pytorch:latest",
-            billing_mode="onDemand",
-            spot=False,
-            price=35000,
-            created_at=unix,
-            ports=[PortSpec(8888, "http")],
-            status="running",
-            app_up=True,
-            mappings=[PortMapping(8888, "http", f"{sim.gateway_url}/{novita_id}/8888/")],
-        )
-        sim.state.instances[novita_id] = inst
-        seeded.append((our_id, inst))
+        seeded.append((our_id, running_instance(sim, n, name, created_at=unix)))
     return seeded
 
 
@@ -98,39 +73,13 @@ async def seed_rows(
 ) -> None:
     now = clock.now()
     rows = [
-        {
-            "id": our_id,
-            "name": inst.name,
-            "novita_instance_id": inst.id,
-            "status": "running",
-            "provider_status": "running",
-            "product_id": inst.product_id,
-            "product_name": inst.product_name,
-            "region": inst.cluster_name,
-            "gpu_num": 1,
-            "billing_mode": "onDemand",
-            "regions": [],
-            "ports": [{"port": 8888, "type": "http"}],
-            "envs": [],
-            "labels": {},
-            "port_mappings": [
-                {"port": m.port, "type": m.type, "endpoint": m.endpoint} for m in inst.mappings
-            ],
-            "created_at": now,
-            "updated_at": now,
-            "submitted_at": now,
-            "running_at": now,
-            "provider_observed_at": now,
-            "next_check_at": now + timedelta(days=1),  # polls measured separately
-            "event_seq": 0,
-            "version": 1,
-        }
+        # next check in a day: polls are measured separately
+        instance_row(our_id, inst.name, inst, status="running", now=now,
+                     next_check_at=now + timedelta(days=1))
         for our_id, inst in seeded
         if our_id
     ]
-    for start in range(0, len(rows), BATCH):
-        async with database.transaction() as conn:
-            await conn.execute(instances.insert(), rows[start : start + BATCH])
+    await insert_rows(database, rows, BATCH)
 
 
 async def timed_sweep(relister: Relister, sim: Simulator) -> tuple[int, float, int]:

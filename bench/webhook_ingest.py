@@ -44,15 +44,15 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
+from bench.seed_instances import insert_rows, instance_row, running_instance  # noqa: E402
 from service.db.engine import Database  # noqa: E402
 from service.db.migrations import upgrade_to_head  # noqa: E402
-from service.db.models import inbound_webhooks, instances  # noqa: E402
+from service.db.models import inbound_webhooks  # noqa: E402
 from service.db.simulator_world import save_world  # noqa: E402
 from service.domain import new_instance_id  # noqa: E402
 from service.provisioning.naming import provider_name  # noqa: E402
 from service.signatures import sign  # noqa: E402
 from service.simulator import (  # noqa: E402
-    SimInstance,
     Simulator,
     SimulatorConfig,
     persistence,
@@ -118,59 +118,17 @@ async def seed_known(url: str, count: int) -> None:
         rows = []
         for n in range(count):
             our_id = new_instance_id()
-            novita_id = known_novita_id(n)
             name = provider_name(our_id, f"bench-{n}")
-            sim.state.instances[novita_id] = SimInstance(
-                id=novita_id,
-                seq=n + 1,
-                name=name,
-                kind="gpu",
-                product_id="4090.16c62g",
-                product_name="RTX 4090 24GB",
-                cluster_id="as-sgp-2",
-                cluster_name="AS-SGP-02",
-                gpu_num=1,
-                cpu_num=16,
-                memory=62,
-                rootfs_size=60,
-                image_url="pytorch/pytorch:latest",
-                billing_mode="onDemand",
-                spot=False,
-                price=35000,
-                created_at=now.timestamp(),
-                status="running",
-            )
+            inst = running_instance(sim, n, name, created_at=now.timestamp(), app=False)
             rows.append(
-                {
-                    "id": our_id,
-                    "name": name,
-                    "novita_instance_id": novita_id,
-                    "status": "ready",
-                    "provider_status": "running",
-                    "product_id": "4090.16c62g",
-                    "product_name": "RTX 4090 24GB",
-                    "region": "AS-SGP-02",
-                    "gpu_num": 1,
-                    "billing_mode": "onDemand",
-                    "regions": [],
-                    "ports": [],
-                    "envs": [],
-                    "labels": {},
-                    "port_mappings": [],
-                    "created_at": now,
-                    "updated_at": now,
-                    "submitted_at": now,
-                    "running_at": now,
-                    "ready_at": now,
-                    "provider_observed_at": now - timedelta(minutes=1),
-                    "next_check_at": now + timedelta(days=1),
-                    "event_seq": 0,
-                    "version": 1,
-                }
+                instance_row(
+                    our_id, name, inst, status="ready", now=now,
+                    next_check_at=now + timedelta(days=1),
+                    observed_at=now - timedelta(minutes=1),
+                )
             )
         sim.state.resume(count, seed=1)
-        async with database.transaction() as conn:
-            await conn.execute(instances.insert(), rows)
+        await insert_rows(database, rows)
         await save_world(database, persistence.snapshot(sim), now)
     finally:
         await database.close()
