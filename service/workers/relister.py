@@ -7,7 +7,8 @@ One sweep pages through `GET /gpu/instances` (⌈N / page size⌉ calls) and, pe
   apply the read through the same `ObservationApplier` as the poll (same rules);
 - it carries our id but there is no row → adopt it (`adopter.py`: a row under that id);
 - it carries none of our ids → someone else's: counted and logged
-  (`reconcile.foreign_instance`, once per instance), never touched.
+  (`reconcile.foreign_instance`, once per instance while it is among the
+  `foreign_remembered` most recently seen), never touched.
 
 After a complete listing, our live rows with a Novita id that the list did not contain
 (and were submitted before the sweep began, so a create landing meanwhile is not missed)
@@ -52,6 +53,7 @@ from service.resources import Resources
 from service.settings import Settings
 from service.workers.adopter import adopt
 from service.workers.call_budget import RELIST_SPREAD
+from service.workers.first_sightings import FirstSightings
 from service.workers.loop import Figures, WorkerLoop, age_seconds
 from service.workers.observe import ObservationApplier, Pacing, differs
 from service.workers.reconciler import ReconcilerConfig
@@ -70,6 +72,9 @@ class RelistConfig:
     page_size: int = 100  # Novita's list is cheap per call; fewer calls spare the rate limit
     retry_after_failure: float = 60.0
     spread: float = 0.0  # share of the interval a sweep's pages are spread over (0: burst)
+    # Foreign instances remembered as logged (~170 bytes each: 1.7 MB at most). With more
+    # than this many on the account, some are logged again each sweep: noise, not growth.
+    foreign_remembered: int = 10_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RelistConfig:
@@ -139,7 +144,7 @@ class Relister:
         self.repaired_total = 0
         self._next_attempt: float | None = None  # monotonic; None: at once
         self._renewed_at = 0.0
-        self._reported_foreign: set[str] = set()
+        self._reported_foreign = FirstSightings(self.config.foreign_remembered)
         self._last_listed = 0  # provider instances the last complete sweep listed
 
     @classmethod
@@ -326,9 +331,8 @@ class Relister:
                 log.exception("reconcile.relist_instance_failed", instance_id=our_id)
 
     def _report_foreign(self, item: ProviderInstance) -> None:
-        if item.id in self._reported_foreign:
+        if not self._reported_foreign.first(item.id):
             return
-        self._reported_foreign.add(item.id)
         log.info(
             "reconcile.foreign_instance",
             novita_instance_id=item.id,

@@ -208,6 +208,32 @@ async def test_a_foreign_instance_is_reported_and_never_touched(
         assert await find_instance(conn, foreign_id) is None
 
 
+async def test_foreign_instances_are_logged_once_within_a_bounded_memory(
+    database: Database, simulator: Simulator, sim_clock: ManualClock, novita: NovitaClient
+) -> None:
+    """Each foreign instance is logged at its first sweep only, while at most
+    `foreign_remembered` of them are remembered: with more, the least recently seen are
+    forgotten (and logged again when next seen) instead of memory growing."""
+    foreign = [await novita.create_instance(create_request(f"theirs-{n}")) for n in range(3)]
+    await advance(simulator, sim_clock, 10)
+    remembering_all = make_relister(database, novita, sim_clock, foreign_remembered=3)
+    # The same owner: a second process would wait for the first one's lease.
+    remembering_two = make_relister(database, novita, sim_clock, foreign_remembered=2)
+
+    for relister in (remembering_all, remembering_two):
+        with capture_logs() as logs:
+            await relister.run_once()
+        logged = [e for e in logs if e["event"] == "reconcile.foreign_instance"]
+        assert sorted(e["novita_instance_id"] for e in logged) == sorted(foreign)
+        assert len(relister._reported_foreign) == min(3, relister.config.foreign_remembered)
+
+    sim_clock.advance(300)
+    with capture_logs() as logs:
+        await remembering_all.run_once()
+    assert remembering_all.foreign_instances == 3
+    assert "reconcile.foreign_instance" not in {e["event"] for e in logs}, "logged once"
+
+
 async def test_missing_instances_are_lost_and_missing_deletes_are_confirmed(
     database: Database,
     simulator: Simulator,
