@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from service.ingest import InboxWriter
 from service.novita import NovitaClient
 from service.resources import Resources
 from service.simulator import Simulator
-from tests.plugins.database import postgres_admin_url
+from tests.plugins.database import OpenDatabase, postgres_admin_url
 from tests.plugins.service import ServiceUnderTest, running_service, service_settings, serving
 from tests.plugins.simulator import SIM_API_KEY
 from tests.support.inbound_webhooks import event, signed
@@ -98,9 +97,10 @@ async def test_every_route_answers_503_while_the_database_is_unreachable(
     simulator: Simulator,
     sim_clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
+    open_database: OpenDatabase,
 ) -> None:
     caplog.set_level(logging.INFO)
-    database = Database.from_url(unreachable_url)
+    database = open_database(unreachable_url)
     settings = service_settings(database)
     # `open_resources` checks the schema first, so it cannot open on a database nobody
     # answers for: the resources are those of a service whose database has gone since.
@@ -127,7 +127,6 @@ async def test_every_route_answers_503_while_the_database_is_unreachable(
     finally:
         await inbox.stop()
         await novita.close()
-        await database.close()
     assert_logged_without_traceback(caplog)
     assert [r for r in caplog.records if "http.database_unavailable" in str(r.msg)]
 
@@ -182,15 +181,10 @@ async def test_connections_dropped_by_postgresql_are_503_then_recover(
 
 
 @pytest.fixture
-async def sqlite_short_busy_timeout(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database.from_url(
-        f"sqlite+aiosqlite:///{tmp_path}/busy.db", sqlite_busy_timeout_ms=20
-    )
-    try:
-        await upgrade_to_head(database.engine)
-        yield database
-    finally:
-        await database.close()
+async def sqlite_short_busy_timeout(tmp_path: Path, open_database: OpenDatabase) -> Database:
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path}/busy.db", sqlite_busy_timeout_ms=20)
+    await upgrade_to_head(database.engine)
+    return database
 
 
 async def test_sqlite_write_lock_contention_is_503_never_500(

@@ -3,13 +3,11 @@ every path the service reads and writes through (the hot ones included)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from service.db.engine import Database
 from service.db.migrations import upgrade_to_head
-from tests.plugins.database import assert_no_leaked_connections
+from tests.plugins.database import OpenDatabase
 from tests.plugins.service import ServiceUnderTest
 from tests.support.api import create
 from tests.support.inbound_webhooks import event, post, signed, stored
@@ -21,15 +19,11 @@ PGBOUNCER_OPTIONS = "prepared_statement_cache_size=0&ssl=disable"
 
 
 @pytest.fixture
-async def database(postgres_url: str) -> AsyncIterator[Database]:
+async def database(postgres_url: str, open_database: OpenDatabase) -> Database:
     """The `service` fixture's database, reached through a URL with options."""
-    database = Database.from_url(f"{postgres_url}?{PGBOUNCER_OPTIONS}")
-    try:
-        await upgrade_to_head(database.engine)
-        yield database
-        assert_no_leaked_connections(database)
-    finally:
-        await database.close()
+    database = open_database(f"{postgres_url}?{PGBOUNCER_OPTIONS}")
+    await upgrade_to_head(database.engine)
+    return database
 
 
 async def test_an_instance_is_read_by_id_with_the_statement_cache_off(

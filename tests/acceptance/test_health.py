@@ -13,6 +13,7 @@ from service.db.engine import Database
 from service.novita import NovitaClient
 from service.resources import Resources
 from service.settings import load_settings
+from tests.plugins.database import OpenDatabase
 from tests.plugins.service import ServiceUnderTest
 from tests.support.lifecycle import BODY
 from tests.support.server import running_server
@@ -57,11 +58,13 @@ async def test_full_lifespan_with_the_built_in_simulator(database: Database) -> 
     assert "127.0.0.1" not in str(body), "no hostnames in /health"
 
 
-async def test_health_is_503_when_the_database_does_not_answer() -> None:
+async def test_health_is_503_when_the_database_does_not_answer(
+    open_database: OpenDatabase,
+) -> None:
     # Nothing listens on port 1: every connection attempt is refused.
     url = "postgresql+asyncpg://nobody:pw@127.0.0.1:1/none"
     settings = load_settings(database_url=url, novita_simulator=True)
-    database = Database.from_url(url)
+    database = open_database(url)
     novita = NovitaClient("http://127.0.0.1:9/unused", "unused-key")
     resources = Resources(settings=settings, clock=SystemClock(), database=database, novita=novita)
     try:
@@ -69,7 +72,6 @@ async def test_health_is_503_when_the_database_does_not_answer() -> None:
             status, body = await get_json(f"{base_url}/health")
     finally:
         await novita.close()
-        await database.close()
     assert status == 503
     assert body["status"] == "unavailable"
     assert body["checks"]["database"]["status"] == "down"  # type: ignore[index]

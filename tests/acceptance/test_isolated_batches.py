@@ -17,6 +17,7 @@ from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.errors import IngestUnavailableError
 from service.ingest import InboxWriter
+from tests.plugins.database import OpenDatabase
 from tests.plugins.service import ServiceUnderTest
 from tests.support.inbound_webhooks import event, post, signed, stored, until
 
@@ -132,12 +133,12 @@ async def test_a_number_postgresql_cannot_store_fails_only_its_own_webhook(
 
 @pytest.mark.postgres
 async def test_an_outage_fails_the_batch_with_503_and_one_line(
-    postgres_url: str, caplog: pytest.LogCaptureFixture
+    postgres_url: str, caplog: pytest.LogCaptureFixture, open_database: OpenDatabase
 ) -> None:
     """Nothing listens where the database should be: no event is refused as bad, every
     one is answered 503 (the senders retry), and the log says so in one line per batch."""
     unreachable = sa.make_url(postgres_url).set(port=1).render_as_string(hide_password=False)
-    database = Database.from_url(unreachable)
+    database = open_database(unreachable)
     writer = InboxWriter(database, ManualClock())
     writer.start()
     try:
@@ -147,7 +148,6 @@ async def test_an_outage_fails_the_batch_with_503_and_one_line(
         )
     finally:
         await writer.stop()
-        await database.close()
     assert all(isinstance(result, IngestUnavailableError) for result in results)
     lines = [r for r in caplog.records if "ingest." in str(r.msg)]
     assert lines and all("ingest.database_unavailable" in str(r.msg) for r in lines)

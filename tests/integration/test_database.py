@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from service.db.engine import Database
 from service.db.models import instances
-from tests.plugins.database import assert_no_leaked_connections
+from tests.plugins.database import OpenDatabase, assert_no_leaked_connections
 from tests.support.instance_rows import create
 
 
@@ -79,15 +79,14 @@ async def test_a_rollback_under_way_is_finished_when_the_task_is_cancelled(
     await create(database, name="next")
 
 
-async def test_sqlite_reads_run_off_the_event_loop(tmp_path: Path) -> None:
+async def test_sqlite_reads_run_off_the_event_loop(
+    tmp_path: Path, open_database: OpenDatabase
+) -> None:
     """`Database.read()` (what /health, the relister and the idle scan use) runs SQLite
     statements on aiosqlite's thread, never on the event loop's."""
-    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path}/reads.db")
-    try:
-        async with database.read() as conn:
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.create_function("thread_id", 0, threading.get_ident)
-            ran_on = await conn.scalar(sa.text("SELECT thread_id()"))
-        assert ran_on != threading.get_ident()
-    finally:
-        await database.close()
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path}/reads.db")
+    async with database.read() as conn:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.create_function("thread_id", 0, threading.get_ident)
+        ran_on = await conn.scalar(sa.text("SELECT thread_id()"))
+    assert ran_on != threading.get_ident()

@@ -20,7 +20,7 @@ from service.db.models import leases
 from service.domain import InstanceSpec
 from service.errors import DatabaseError
 from service.event_hub import EventHub, SubscriberDroppedError, Subscription
-from tests.plugins.database import leak_checked, postgres_admin_url
+from tests.plugins.database import OpenDatabase, postgres_admin_url
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -98,15 +98,14 @@ async def test_from_now_on_is_fixed_when_the_stream_is_opened(database: Database
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def unreachable_database(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, open_database: OpenDatabase
 ) -> AsyncIterator[Database]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/no-such-directory/service.db"
     else:  # a port nothing listens on: every connection is refused
         url = make_url(postgres_admin_url()).set(port=1).render_as_string(hide_password=False)
     before = set(threading.enumerate())
-    async with leak_checked(url) as database:
-        yield database
+    yield open_database(url)
     # aiosqlite stops a connection that failed to open on its worker thread, which then
     # hands its answer to the event loop: wait for it, or it may find the loop closed.
     for thread in set(threading.enumerate()) - before:

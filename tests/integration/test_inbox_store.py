@@ -24,6 +24,7 @@ from service.db.inbox_store import (
 )
 from service.db.migrations import upgrade_to_head
 from service.db.models import webhook_tallies
+from tests.plugins.database import OpenDatabase
 from tests.support.inbox_rows import NOW, record
 from tests.support.postgres import terminate_other_backends
 
@@ -110,25 +111,22 @@ async def test_concurrent_batches_with_the_same_ids_store_each_once(database: Da
 
 
 async def test_sqlite_checkpoints_run_beside_the_writer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_database: OpenDatabase
 ) -> None:
-    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path}/checkpoints.db")
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path}/checkpoints.db")
+    await upgrade_to_head(database.engine)
+    store = open_store(database)
+    assert isinstance(store, SqliteInboxStore)
+    monkeypatch.setattr(store, "checkpoint_rows", 10)
     try:
-        await upgrade_to_head(database.engine)
-        store = open_store(database)
-        assert isinstance(store, SqliteInboxStore)
-        monkeypatch.setattr(store, "checkpoint_rows", 10)
-        try:
-            for start in range(0, 50, 10):
-                batch = [record(n) for n in range(start, start + 10)]
-                await store.store(batch, duplicates=0, now=NOW)
-        finally:
-            await store.close()
-        assert store.checkpoints >= 1
-        async with database.read() as conn:
-            assert await conn.scalar(sa.text("SELECT count(*) FROM inbound_webhooks")) == 50
+        for start in range(0, 50, 10):
+            batch = [record(n) for n in range(start, start + 10)]
+            await store.store(batch, duplicates=0, now=NOW)
     finally:
-        await database.close()
+        await store.close()
+    assert store.checkpoints >= 1
+    async with database.read() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM inbound_webhooks")) == 50
 
 
 async def test_a_second_batch_starts_beside_a_slow_one_only_once_enough_wait(
@@ -172,31 +170,28 @@ def wal_size(database_path: Path) -> int:
 
 
 async def test_the_sqlite_wal_stays_bounded_under_sustained_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_database: OpenDatabase
 ) -> None:
     """With a writer always busy, passive checkpoints alone never let the WAL start over;
     past its limit the writer checkpoints between batches and the file shrinks back."""
     path = tmp_path / "wal.db"
-    database = Database.from_url(f"sqlite+aiosqlite:///{path}")
+    database = open_database(f"sqlite+aiosqlite:///{path}")
+    await upgrade_to_head(database.engine)
+    store = open_store(database)
+    assert isinstance(store, SqliteInboxStore)
+    monkeypatch.setattr(store, "checkpoint_rows", 10**9)  # no checkpoints beside it
+    monkeypatch.setattr(store, "wal_limit_bytes", 128 * 1024)
+    largest = 0
     try:
-        await upgrade_to_head(database.engine)
-        store = open_store(database)
-        assert isinstance(store, SqliteInboxStore)
-        monkeypatch.setattr(store, "checkpoint_rows", 10**9)  # no checkpoints beside it
-        monkeypatch.setattr(store, "wal_limit_bytes", 128 * 1024)
-        largest = 0
-        try:
-            for start in range(0, 4000, 40):
-                batch = [record(n) for n in range(start, start + 40)]
-                await store.store(batch, duplicates=0, now=NOW)
-                largest = max(largest, wal_size(path))
-        finally:
-            await store.close()
-        assert store.checkpoints >= 2
-        # 4,000 rows wrote several MB of WAL frames; the file never kept them all.
-        assert largest < 2 * 1024 * 1024, largest
+        for start in range(0, 4000, 40):
+            batch = [record(n) for n in range(start, start + 40)]
+            await store.store(batch, duplicates=0, now=NOW)
+            largest = max(largest, wal_size(path))
     finally:
-        await database.close()
+        await store.close()
+    assert store.checkpoints >= 2
+    # 4,000 rows wrote several MB of WAL frames; the file never kept them all.
+    assert largest < 2 * 1024 * 1024, largest
 
 
 @pytest.mark.postgres

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from service.db import leases
 from service.db.engine import Database
+from tests.plugins.database import OpenDatabase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -53,16 +54,12 @@ async def test_release_hands_the_lease_over_at_once(database: Database) -> None:
     assert await acquire(database, "b", T0)
 
 
-async def test_many_concurrent_claimants_get_exactly_one_grant(database: Database) -> None:
+async def test_many_concurrent_claimants_get_exactly_one_grant(
+    database: Database, open_database: OpenDatabase
+) -> None:
     url = database.engine.url.render_as_string(hide_password=False)
-    others = [Database.from_url(url) for _ in range(6)]
-    try:
-        for round_number in range(3):
-            at = T0 + timedelta(minutes=10 * round_number)  # the previous grant has expired
-            granted = await asyncio.gather(
-                *(acquire(db, f"p{n}", at) for n, db in enumerate(others))
-            )
-            assert sum(granted) == 1, granted
-    finally:
-        for other in others:
-            await other.close()
+    others = [open_database(url) for _ in range(6)]
+    for round_number in range(3):
+        at = T0 + timedelta(minutes=10 * round_number)  # the previous grant has expired
+        granted = await asyncio.gather(*(acquire(db, f"p{n}", at) for n, db in enumerate(others)))
+        assert sum(granted) == 1, granted

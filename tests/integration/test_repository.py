@@ -14,6 +14,7 @@ from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import EventSource, Status
 from service.errors import IllegalTransitionError, InstanceNotFoundError
+from tests.plugins.database import OpenDatabase
 from tests.support.instance_rows import T0, create
 
 
@@ -216,49 +217,43 @@ async def test_concurrent_changes_keep_a_complete_ordered_history(database: Data
 
 
 async def test_point_reader_returns_exactly_what_the_sqlalchemy_path_returns(
-    database_url: str,
+    database_url: str, open_database: OpenDatabase
 ) -> None:
     """The driver-level point read decodes every column type the same way."""
     from service.db.migrations import upgrade_to_head
 
-    database = Database.from_url(database_url)
-    try:
-        await upgrade_to_head(database.engine)
-        instance_id = await create(database)
-        async with database.transaction() as conn:
-            await repo.change_status(
-                conn, instance_id, Status.PROVISIONING, source=EventSource.PROVISIONER,
-                now=T0 + timedelta(seconds=5, microseconds=123456),
-                changes={"novita_instance_id": "0123456789abcdef",
-                         "price_per_hour": Decimal("0.35"),
-                         "port_mappings": [{"port": 8888, "endpoint": "http://x", "type": "http"}]},
-            )
-        async with database.read() as conn:
-            expected = await repo.find_instance(conn, instance_id)
-        assert database.point_reader is not None
-        by_id = await repo.find_instance_fast(database, instance_id)
-        by_novita_id = await repo.find_instance_fast(database, "0123456789abcdef")
-        assert by_id == expected and by_novita_id == expected
-        assert await repo.find_instance_fast(database, "inst_missing") is None
-    finally:
-        await database.close()
+    database = open_database(database_url)
+    await upgrade_to_head(database.engine)
+    instance_id = await create(database)
+    async with database.transaction() as conn:
+        await repo.change_status(
+            conn, instance_id, Status.PROVISIONING, source=EventSource.PROVISIONER,
+            now=T0 + timedelta(seconds=5, microseconds=123456),
+            changes={"novita_instance_id": "0123456789abcdef",
+                     "price_per_hour": Decimal("0.35"),
+                     "port_mappings": [{"port": 8888, "endpoint": "http://x", "type": "http"}]},
+        )
+    async with database.read() as conn:
+        expected = await repo.find_instance(conn, instance_id)
+    assert database.point_reader is not None
+    by_id = await repo.find_instance_fast(database, instance_id)
+    by_novita_id = await repo.find_instance_fast(database, "0123456789abcdef")
+    assert by_id == expected and by_novita_id == expected
+    assert await repo.find_instance_fast(database, "inst_missing") is None
 
 
 @pytest.mark.postgres
 async def test_ssl_require_in_the_url_refuses_a_server_without_tls_on_every_path(
-    postgres_url: str,
+    postgres_url: str, open_database: OpenDatabase
 ) -> None:
     """`?ssl=require` reaches asyncpg as SQLAlchemy reads it: the test server speaks no
     TLS, so no path may quietly fall back to a plaintext connection."""
     from service.db.inbox_store import open_store
     from tests.support.inbox_rows import NOW, record
 
-    database = Database.from_url(f"{postgres_url}?ssl=require")
-    try:
-        assert not await database.ping()
-        with pytest.raises(ConnectionError, match="SSL"):
-            await repo.find_instance_fast(database, "inst_missing")
-        with pytest.raises(ConnectionError, match="SSL"):
-            await open_store(database).store([record(1)], duplicates=0, now=NOW)
-    finally:
-        await database.close()
+    database = open_database(f"{postgres_url}?ssl=require")
+    assert not await database.ping()
+    with pytest.raises(ConnectionError, match="SSL"):
+        await repo.find_instance_fast(database, "inst_missing")
+    with pytest.raises(ConnectionError, match="SSL"):
+        await open_store(database).store([record(1)], duplicates=0, now=NOW)

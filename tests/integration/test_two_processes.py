@@ -22,6 +22,7 @@ from service.workers.provisioner import Provisioner, ProvisionerConfig
 from service.workers.readiness import ReadinessConfig, ReadinessWorker
 from service.workers.reconciler import Reconciler, ReconcilerConfig
 from service.workers.relister import RelistConfig, Relister
+from tests.plugins.database import OpenDatabase
 from tests.support.provisioning import ClockSleep, add_instance, events, load
 
 INSTANCES = 8
@@ -48,9 +49,8 @@ class Process:
 
 
 async def start_process(
-    url: str, simulator: Simulator, api_key: str, clock: ManualClock, owner: str
+    database: Database, simulator: Simulator, api_key: str, clock: ManualClock, owner: str
 ) -> Process:
-    database = Database.from_url(url)
     novita = NovitaClient(
         simulator.base_url,
         api_key,
@@ -78,11 +78,15 @@ async def start_process(
 
 @pytest.fixture
 async def processes(
-    database: Database, simulator: Simulator, sim_api_key: str, sim_clock: ManualClock
+    database: Database,
+    simulator: Simulator,
+    sim_api_key: str,
+    sim_clock: ManualClock,
+    open_database: OpenDatabase,
 ) -> AsyncIterator[tuple[Process, Process]]:
     url = database.engine.url.render_as_string(hide_password=False)
-    a = await start_process(url, simulator, sim_api_key, sim_clock, "process-a")
-    b = await start_process(url, simulator, sim_api_key, sim_clock, "process-b")
+    a = await start_process(open_database(url), simulator, sim_api_key, sim_clock, "process-a")
+    b = await start_process(open_database(url), simulator, sim_api_key, sim_clock, "process-b")
     try:
         yield a, b
     finally:

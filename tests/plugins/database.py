@@ -7,9 +7,12 @@ pass while silently skipping PostgreSQL.
 
 The leak check: every connection the service opens comes from its `Database` (the pool,
 or `open_sqlite_connection` for the SQLite fast paths: the point reader, the webhook
-writer), and the `service` fixture runs on the test's database. So after each test the
-pool must have no connection checked out, and once the database is closed no plain
-SQLite connection may be left open (a leaked connection is a bug).
+writer), and the `service` fixture runs on the test's database. So when a test's
+database closes, the pool must have no connection checked out, and once it is closed no
+plain SQLite connection may be left open (a leaked connection is a bug). A test that
+needs a `Database` of its own (a second process, options in the URL, a database nobody
+answers for) opens it with the `open_database` fixture, never `Database.from_url`, so
+the same check covers it (`tests/unit/test_leak_check_coverage.py` holds to that).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
@@ -101,17 +105,58 @@ def assert_no_leaked_connections(database: Database) -> None:
     assert checked_out == 0, f"{checked_out} database connection(s) leaked by the test"
 
 
+class LeakCheckedDatabase(Database):
+    """A `Database` that notes, as it closes, the connections it still had open."""
+
+    leaks: list[str] | None = None  # None until closed
+
+    async def close(self) -> None:
+        if self.leaks is not None:
+            return
+        checked_out = self.engine.pool.checkedout()  # type: ignore[attr-defined]
+        self.leaks = [f"{checked_out} pooled connection(s) checked out"] if checked_out else []
+        await super().close()
+        # The plain SQLite connections of the fast paths are the Database's too: closed
+        # with it, unless whoever opened one never closed it.
+        if self.open_sqlite_connections:
+            self.leaks.append(f"{len(self.open_sqlite_connections)} plain SQLite connection(s)")
+
+
+def assert_closed_without_leaks(database: LeakCheckedDatabase) -> None:
+    assert database.leaks == [], f"connections leaked by the test: {database.leaks}"
+
+
 @asynccontextmanager
 async def leak_checked(url: str) -> AsyncIterator[Database]:
     """A `Database` on `url`, closed afterwards, with the leak check."""
-    database = Database.from_url(url)
+    database = LeakCheckedDatabase.from_url(url)
     try:
         yield database
-        assert_no_leaked_connections(database)
     finally:
         await database.close()
-    # The plain SQLite connections of the fast paths are the Database's too: closed with it.
-    assert not database.open_sqlite_connections, "a plain SQLite connection was left open"
+    assert_closed_without_leaks(database)
+
+
+OpenDatabase = Callable[..., Database]
+
+
+@pytest.fixture
+async def open_database() -> AsyncIterator[OpenDatabase]:
+    """`open_database(url, **options)`: a `Database` of the test's own (the arguments of
+    `Database.from_url`), closed after the test unless the test closed it, and
+    leak-checked either way."""
+    opened: list[LeakCheckedDatabase] = []
+
+    def open_(url: str, **options: Any) -> Database:
+        database = LeakCheckedDatabase.from_url(url, **options)
+        opened.append(database)
+        return database
+
+    yield open_
+    for database in opened:
+        await database.close()
+    for database in opened:
+        assert_closed_without_leaks(database)
 
 
 @pytest.fixture
