@@ -85,8 +85,8 @@ async def seed_rows(
 async def timed_sweep(relister: Relister, sim: Simulator) -> tuple[int, float, int]:
     sim.requests_by_path.clear()
     started = time.perf_counter()
-    stats = await relister.sweep()
-    return sim.requests_by_path[LIST_PATH], time.perf_counter() - started, stats.repaired
+    tally = await relister.sweep()
+    return sim.requests_by_path[LIST_PATH], time.perf_counter() - started, tally.repaired
 
 
 async def run(count: int, page_size: int) -> None:

@@ -64,7 +64,10 @@ _RECORD_WINDOW = 0.05  # seconds
 
 
 @dataclass
-class NotifierStats:
+class OutcomeCounts:
+    """How many notifications this notifier has closed each way, and claims it lost,
+    since it started."""
+
     delivered: int = 0
     failed_attempts: int = 0
     dead_lettered: int = 0
@@ -115,7 +118,7 @@ class Notifier:
         self._session = session
         self._owns_session = session is None
         self._deliverer: Deliverer | None = None
-        self.stats = NotifierStats()
+        self.outcome_counts = OutcomeCounts()
 
     @classmethod
     def from_resources(cls, resources: Resources) -> Notifier:
@@ -223,9 +226,9 @@ class Notifier:
                 now=now,
                 expires_at=now + timedelta(seconds=self._claim_ttl),
             )
-        self.stats.no_target += len(no_target)
-        self.stats.cancelled += len(disabled)
-        self.stats.dead_lettered += len(unsigned)
+        self.outcome_counts.no_target += len(no_target)
+        self.outcome_counts.cancelled += len(disabled)
+        self.outcome_counts.dead_lettered += len(unsigned)
         for notification_id in no_target:
             # Normal when nobody asked to be told (a default `make run`): said once, at info.
             if self._no_target_noted:
@@ -310,21 +313,21 @@ class Notifier:
             "duration_ms": result.duration_ms,
         }
         if not applied:
-            self.stats.claims_lost += 1
+            self.outcome_counts.claims_lost += 1
             log.warning("notify.claim_lost", outcome=result.outcome.value, **fields)
             return
         if result.outcome is AttemptOutcome.DELIVERED:
-            self.stats.delivered += 1
+            self.outcome_counts.delivered += 1
             log.info("notify.delivered", **fields)
             return
         if result.outcome is AttemptOutcome.GONE:
-            self.stats.cancelled += 1
+            self.outcome_counts.cancelled += 1
             return  # logged as notify.target_disabled
-        self.stats.failed_attempts += 1
+        self.outcome_counts.failed_attempts += 1
         if result.outcome is AttemptOutcome.REFUSED:
             log.warning("notify.target_refused", error=result.error, **fields)
         if record.status is NotificationStatus.FAILED:
-            self.stats.dead_lettered += 1
+            self.outcome_counts.dead_lettered += 1
             log.error("notify.dead_letter", error=result.error, **fields)
         else:
             log.warning(
@@ -365,7 +368,7 @@ class Notifier:
                         "cancelledNotifications": per_instance[instance_id],
                     },
                 )
-        self.stats.cancelled += len(cancelled)
+        self.outcome_counts.cancelled += len(cancelled)
         log.warning(
             "notify.target_disabled",
             notification_id=record.claimed.id,

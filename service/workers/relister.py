@@ -92,7 +92,9 @@ class RelistConfig:
 
 
 @dataclass(slots=True)
-class SweepStats:
+class SweepTally:
+    """What one sweep counted, and the Novita ids it listed."""
+
     listed: int = 0
     foreign: int = 0
     repaired: int = 0
@@ -100,7 +102,7 @@ class SweepStats:
     lost: int = 0
     duplicates: int = 0
     errors: int = 0
-    seen: set[str] = field(default_factory=set)
+    listed_ids: set[str] = field(default_factory=set)  # Novita ids
 
 
 class _LeaseLost(Exception):
@@ -197,7 +199,7 @@ class Relister:
         if not await self._lead():
             return 0
         try:
-            stats = await self.sweep()
+            tally = await self.sweep()
         except NovitaCircuitOpenError:
             self._pause()
             self._next_attempt = None  # sweep as soon as the breaker lets us
@@ -216,7 +218,7 @@ class Relister:
             self.failed_sweeps += 1
             self._next_attempt = started + self.config.retry_after_failure
             raise
-        return stats.listed
+        return tally.listed
 
     def _pause(self) -> None:
         if not self.paused:
@@ -241,12 +243,12 @@ class Relister:
 
     # -- one sweep ------------------------------------------------------------------------
 
-    async def sweep(self) -> SweepStats:
+    async def sweep(self) -> SweepTally:
         """List every provider instance and repair, adopt or conclude lost; needs the lease."""
         started_at = self._clock.now()
         started = self._clock.monotonic()
         self.last_relist_at = started_at
-        stats = SweepStats()
+        tally = SweepTally()
         # A chunk of `page_size` items can hold the tail of the page before it (the client
         # drops repeats), so its items were read no earlier than the previous chunk began.
         marks = (started_at, started_at)
@@ -259,7 +261,7 @@ class Relister:
         async for item in pages:
             chunk.append(item)
             if len(chunk) >= self.config.page_size:
-                await self._handle_chunk(chunk, marks[0], stats)
+                await self._handle_chunk(chunk, marks[0], tally)
                 chunk = []
                 await self._renew_if_due()
                 page += 1
@@ -268,10 +270,10 @@ class Relister:
                     await asyncio.sleep(min(max(ahead, 0.0), spacing))
                 marks = (marks[1], self._clock.now())
         if chunk:
-            await self._handle_chunk(chunk, marks[0], stats)
-        await self._conclude_missing(started_at, stats)
-        self._finish(stats, started)
-        return stats
+            await self._handle_chunk(chunk, marks[0], tally)
+        await self._conclude_missing(started_at, tally)
+        self._finish(tally, started)
+        return tally
 
     async def _page_spacing(self) -> float:
         """Seconds between two pages of this sweep (0: no pacing), from the instances the
@@ -287,37 +289,37 @@ class Relister:
             return 0.0
         return self.config.interval * self.config.spread / pages
 
-    def _finish(self, stats: SweepStats, started: float) -> None:
+    def _finish(self, tally: SweepTally, started: float) -> None:
         self.sweeps += 1
-        self._last_listed = stats.listed
-        self.foreign_instances = stats.foreign
-        self.adopted_total += stats.adopted
-        self.lost_total += stats.lost
-        self.repaired_total += stats.repaired
+        self._last_listed = tally.listed
+        self.foreign_instances = tally.foreign
+        self.adopted_total += tally.adopted
+        self.lost_total += tally.lost
+        self.repaired_total += tally.repaired
         self.last_sweep_seconds = self._clock.monotonic() - started
         self.last_successful_sweep_at = self._clock.now()
         log.info(
             "reconcile.relist_finished",
-            listed=stats.listed,
-            repaired=stats.repaired,
-            adopted=stats.adopted,
-            lost=stats.lost,
-            foreign=stats.foreign,
-            duplicates=stats.duplicates,
-            errors=stats.errors,
+            listed=tally.listed,
+            repaired=tally.repaired,
+            adopted=tally.adopted,
+            lost=tally.lost,
+            foreign=tally.foreign,
+            duplicates=tally.duplicates,
+            errors=tally.errors,
             seconds=round(self.last_sweep_seconds, 3),
         )
 
     async def _handle_chunk(
-        self, chunk: list[ProviderInstance], asked_at: datetime, stats: SweepStats
+        self, chunk: list[ProviderInstance], asked_at: datetime, tally: SweepTally
     ) -> None:
         ours: list[tuple[str, ProviderInstance]] = []
         for item in chunk:
-            stats.listed += 1
-            stats.seen.add(item.id)
+            tally.listed += 1
+            tally.listed_ids.add(item.id)
             our_id = instance_id_from_provider_name(item.name)
             if our_id is None:
-                stats.foreign += 1
+                tally.foreign += 1
                 self._report_foreign(item)
             else:
                 ours.append((our_id, item))
@@ -325,9 +327,9 @@ class Relister:
             rows = await sweeps.instances_by_id(conn, [our_id for our_id, _ in ours])
         for our_id, item in ours:
             try:
-                await self._reconcile_one(our_id, rows.get(our_id), item, asked_at, stats)
+                await self._reconcile_one(our_id, rows.get(our_id), item, asked_at, tally)
             except Exception:  # one bad instance must not end the sweep
-                stats.errors += 1
+                tally.errors += 1
                 log.exception("reconcile.relist_instance_failed", instance_id=our_id)
 
     def _report_foreign(self, item: ProviderInstance) -> None:
@@ -346,17 +348,17 @@ class Relister:
         row: Instance | None,
         item: ProviderInstance,
         asked_at: datetime,
-        stats: SweepStats,
+        tally: SweepTally,
     ) -> None:
         if row is None:
             if await adopt(self._db, self._clock, our_id, item, asked_at):
-                stats.adopted += 1
+                tally.adopted += 1
             return
         if row.novita_instance_id != item.id:
             if row.novita_instance_id is not None:
                 # A second instance under one of our ids: only a bug makes one. Say so loudly;
                 # deleting it is left to a person (it may be the one someone relies on).
-                stats.duplicates += 1
+                tally.duplicates += 1
                 log.error(
                     "reconcile.duplicate_instance",
                     instance_id=our_id,
@@ -368,15 +370,15 @@ class Relister:
         if row.is_terminal or not differs(row, item):
             return
         outcome = await self.applier.apply(row.id, item, asked_at, release_claim=False)
-        stats.repaired += outcome.changed
+        tally.repaired += outcome.changed
         if outcome.resend_delete:
             await self.applier.resend_delete(row.id, item.id)
 
-    async def _conclude_missing(self, started_at: datetime, stats: SweepStats) -> None:
+    async def _conclude_missing(self, started_at: datetime, tally: SweepTally) -> None:
         async with self._db.read() as conn:
             live = await sweeps.live_provider_ids(conn, submitted_before=started_at)
         for novita_id, instance_id in live.items():
-            if novita_id in stats.seen:
+            if novita_id in tally.listed_ids:
                 continue
             # Absent from the list; read it before concluding anything.
             asked_at = self._clock.now()
@@ -388,7 +390,7 @@ class Relister:
             except NovitaCircuitOpenError:
                 raise
             except NovitaError as error:
-                stats.errors += 1
+                tally.errors += 1
                 log.info("reconcile.relist_read_failed", instance_id=instance_id, error=error.code)
                 continue
             try:
@@ -396,18 +398,18 @@ class Relister:
                     instance_id, observed, asked_at, release_claim=False
                 )
             except Exception:
-                stats.errors += 1
+                tally.errors += 1
                 log.exception("reconcile.relist_instance_failed", instance_id=instance_id)
                 continue
             if observed is None and outcome.status is Status.FAILED:
-                stats.lost += 1
+                tally.lost += 1
                 log.warning(
                     "reconcile.instance_lost",
                     instance_id=instance_id,
                     novita_instance_id=novita_id,
                 )
             elif outcome.changed:
-                stats.repaired += 1
+                tally.repaired += 1
             if outcome.resend_delete:
                 await self.applier.resend_delete(instance_id, novita_id)
 

@@ -427,7 +427,7 @@ async def test_two_notifiers_never_deliver_the_same_row_at_once(
     ids = [r.webhook_id for r in receiver.received]
     assert len(ids) == count and len(set(ids)) == count, "each row delivered exactly once"
     assert receiver.overlaps == []
-    assert first.stats.delivered > 0 and second.stats.delivered > 0
+    assert first.outcome_counts.delivered > 0 and second.outcome_counts.delivered > 0
     async with database.read() as conn:
         statuses = (await conn.execute(sa.select(outbox.c.status))).scalars().all()
     assert set(statuses) == {"delivered"}
