@@ -386,7 +386,9 @@ def main() -> None:
         help="serve each database twice, with every worker and with --no-workers",
     )
     parser.add_argument("--skip-bare", action="store_true", help="skip the bare endpoint")
-    parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
+    databases_only = parser.add_mutually_exclusive_group()
+    databases_only.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
+    databases_only.add_argument("--postgres-only", action="store_true", help="skip SQLite")
     parser.add_argument("--runs", type=int, default=5, help="rounds (one run per target each)")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
@@ -441,10 +443,12 @@ def main() -> None:
     variants = [True, False] if args.compare else [not args.no_workers]
     databases: list[str] = []
     engines = []
-    for with_workers in variants:
+    for with_workers in variants if not args.postgres_only else []:
         suffix = "" if with_workers else "-nw"
         engines.append(("sqlite", with_workers, f"sqlite+aiosqlite:///{work}/ingest{suffix}.db"))
     pg = postgres_url() if not args.sqlite_only else None
+    if args.postgres_only and not pg:
+        sys.exit("--postgres-only: no PostgreSQL (set TEST_POSTGRES_URL)")
     if pg:
         import asyncpg
 

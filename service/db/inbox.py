@@ -149,8 +149,24 @@ async def claim_unprocessed(conn: AsyncConnection, *, limit: int) -> list[Stored
     return await conn.run_sync(lambda sync: claim(sync, limit=limit))
 
 
+# PostgreSQL: a whole batch's outcomes in one statement, as two arrays joined by `unnest`.
+_PG_MARK = """
+UPDATE inbound_webhooks SET processed_at = $1::timestamptz, outcome = batch.outcome
+FROM unnest($2::bigint[], $3::text[]) AS batch (id, outcome)
+WHERE inbound_webhooks.id = batch.id
+"""
+
+
 def mark(conn: sa.Connection, outcomes: dict[int, str], *, now: datetime) -> None:
-    """Stamp each event processed with its outcome: one UPDATE per distinct outcome."""
+    """Stamp each event processed with its outcome: one UPDATE on PostgreSQL, one per
+    distinct outcome elsewhere."""
+    if not outcomes:
+        return
+    if conn.dialect.name == "postgresql":
+        if now.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        conn.exec_driver_sql(_PG_MARK, (now, list(outcomes), list(outcomes.values())))
+        return
     by_outcome: dict[str, list[int]] = {}
     for row_id, outcome in outcomes.items():
         by_outcome.setdefault(outcome, []).append(row_id)

@@ -169,7 +169,6 @@ inbound_webhooks = sa.Table(
     sa.Column("processed_at", UTCDateTime, nullable=True),
     sa.Column("outcome", sa.String(32), nullable=True),
     sa.UniqueConstraint("webhook_id"),
-    sa.Index(None, "processed_at", "id"),
     sa.Index(None, "received_at"),
 )
 
@@ -268,6 +267,16 @@ sa.Index(None, instance_events.c.instance_id, instance_events.c.to_status, insta
 sa.Index(None, outbox.c.status, outbox.c.created_at, outbox.c.delivered_at)
 # Retention: settled notifications are found by status and the time they settled.
 sa.Index(None, outbox.c.status, outbox.c.updated_at)
+# The applier claims the oldest unprocessed webhooks: only those are in this index, in id
+# order, so a claim reads its batch straight off the index (no sort of the backlog), and
+# marking a row processed adds nothing to it.
+_UNPROCESSED = inbound_webhooks.c.processed_at.is_(None)
+sa.Index(
+    "ix_inbound_webhooks_unprocessed",
+    inbound_webhooks.c.id,
+    postgresql_where=_UNPROCESSED,
+    sqlite_where=_UNPROCESSED,
+)
 
 # The built-in simulator's world (`serve --simulator`), one JSON document, so a restart on
 # the same database finds the instances it left (service/simulator/persistence.py).

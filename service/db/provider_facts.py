@@ -85,25 +85,58 @@ _WRITE = (
 )
 
 
+# PostgreSQL: the whole batch in one statement, its rows as arrays joined through `unnest`
+# (an executemany is one statement run per row, each costing the server its own start).
+_PG_WRITE = """
+UPDATE instances SET provider_status = batch.provider_status,
+    provider_observed_at = batch.provider_observed_at, updated_at = batch.updated_at,
+    version = batch.version
+FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[])
+    AS batch (row_id, row_version, provider_status, provider_observed_at, updated_at, version)
+WHERE instances.id = batch.row_id AND instances.version = batch.row_version
+"""
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
+
+
 def write(conn: sa.Connection, changed: Sequence[tuple[int, ProviderFacts]]) -> None:
     """Write each row's facts over the version it had when read, `(read version, facts)`,
-    in one executemany (status is not written: it has not changed)."""
+    in one statement on PostgreSQL, one executemany elsewhere (status is not written: it
+    has not changed)."""
     if not changed:
         return
-    result = conn.execute(
-        _WRITE,
-        [
-            {
-                "row_id": facts.id,
-                "row_version": read_version,
-                "provider_status": facts.provider_status,
-                "provider_observed_at": facts.provider_observed_at,
-                "updated_at": facts.updated_at,
-                "version": facts.version,
-            }
-            for read_version, facts in changed
-        ],
-    )
+    if conn.dialect.name == "postgresql":
+        facts = [facts for _, facts in changed]
+        result = conn.exec_driver_sql(
+            _PG_WRITE,
+            (
+                [row.id for row in facts],
+                [read_version for read_version, _ in changed],
+                [row.provider_status for row in facts],
+                [_as_utc(row.provider_observed_at) for row in facts],
+                [_as_utc(row.updated_at) for row in facts],
+                [row.version for row in facts],
+            ),
+        )
+    else:
+        result = conn.execute(
+            _WRITE,
+            [
+                {
+                    "row_id": facts.id,
+                    "row_version": read_version,
+                    "provider_status": facts.provider_status,
+                    "provider_observed_at": facts.provider_observed_at,
+                    "updated_at": facts.updated_at,
+                    "version": facts.version,
+                }
+                for read_version, facts in changed
+            ],
+        )
     # The caller holds the rows locked: a version that moved would be a bug, not a race
     # (-1: the driver does not count the rows of an executemany).
     if result.rowcount not in (-1, len(changed)):
