@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from service.db.point_reads import InstancePointReader
 
@@ -155,8 +157,9 @@ def note_after_commit(conn: AsyncConnection, topic: str, item: str) -> None:
 
 
 class Database:
-    """The engine plus the ways to use it: a write transaction, a read, and (SQLite) a
-    plain connection for the fast paths that measured faster on one.
+    """The engine plus the ways to use it: a write transaction, a read, and (SQLite file)
+    plain connections and a whole transaction on a thread, for the fast paths that
+    measured faster on them.
 
     Own only what you create: a `Database` built by `from_url` disposes its engine on
     `close()`; one handed an engine leaves it to the caller.
@@ -182,6 +185,9 @@ class Database:
         self.point_reader: InstancePointReader | None = None
         # Called with the notes of each committed transaction that left some.
         self.commit_listeners: list[Callable[[CommitNotes], None]] = []
+        # run_sync_transaction: its engine, and each thread's connection of the moment.
+        self._sync_sqlite_engine: sa.Engine | None = None
+        self._plain = threading.local()
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Database:
@@ -248,6 +254,51 @@ class Database:
             raise RuntimeError("autocommit connections are for PostgreSQL")
         async with self._read_engine.connect() as conn:
             yield conn
+
+    async def run_sync_transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        """SQLite file only: `work(conn)` in one `BEGIN IMMEDIATE` transaction on a plain
+        connection (`open_sqlite_connection`, closed after), start to end on a thread;
+        committed when it returns, rolled back if it raises.
+
+        Why it exists beside `transaction()`: through aiosqlite every statement is a trip to
+        its thread and back through the event loop, and under load each trip waits behind
+        the requests the loop serves while the transaction holds SQLite's one write lock,
+        which the webhook writer needs for every batch it acknowledges. Here the lock is
+        held only as long as SQLite and Python take. The inbox applier's pass uses it; it
+        measured faster (`bench/webhook_ingest.py`). `work` is SQLAlchemy Core on a
+        synchronous connection, so the same function runs on PostgreSQL through
+        `AsyncConnection.run_sync` in a `transaction()`. Commit notes are not supported.
+        """
+        if self.sqlite_file is None:
+            raise RuntimeError("run_sync_transaction is for a SQLite file")
+        return await asyncio.to_thread(self._run_sync_transaction, work)
+
+    def _run_sync_transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        if self._sync_sqlite_engine is None:
+            # Lends SQLAlchemy's statement compilation and type handling to the connection
+            # opened for each transaction (NullPool: it keeps none).
+            self._sync_sqlite_engine = sa.create_engine(
+                "sqlite://", creator=self._plain_connection, poolclass=NullPool
+            )
+        connection = self._plain.connection = self.open_sqlite_connection()
+        try:
+            with self._sync_sqlite_engine.connect() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+                return result
+        finally:
+            self._plain.connection = None
+            self.close_sqlite_connection(connection)
+
+    def _plain_connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = self._plain.connection
+        assert connection is not None, "only within run_sync_transaction"
+        return connection
 
     def open_sqlite_connection(self, *, query_only: bool = False) -> sqlite3.Connection:
         """A plain sqlite3 connection to this database's file, set up like every other

@@ -23,7 +23,6 @@ from service.clock import Clock
 from service.db import inbox, provider_facts
 from service.db.engine import Database
 from service.db.inbox import StoredWebhook
-from service.db.plain_sqlite import PlainSqliteTransactions
 from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource
 from service.provisioning.status_map import Observation
@@ -179,10 +178,9 @@ class InboxApplier:
         self._clock = clock
         self.batch_size = batch_size
         self.action_settle = action_settle
-        # On a SQLite file the pass is one transaction on a thread (see plain_sqlite).
-        self._plain = (
-            PlainSqliteTransactions(database) if database.sqlite_file is not None else None
-        )
+        # On a SQLite file the pass is one transaction on a thread of its own
+        # (`Database.run_sync_transaction`).
+        self._on_thread = database.sqlite_file is not None
         self.applied = 0
 
     @classmethod
@@ -200,8 +198,8 @@ class InboxApplier:
         now = self._clock.now()
         work = partial(_apply_pass, limit=self.batch_size, now=now, clock=self._clock)
         outcomes: dict[int, str]
-        if self._plain is not None:
-            done = await self._plain.run(work)
+        if self._on_thread:
+            done = await self._db.run_sync_transaction(work)
             outcomes = done.outcomes
             if done.deferred:
                 # Left unmarked by the pass: claimed again here, oldest first, whoever

@@ -1,6 +1,7 @@
-"""A transaction run start to end on a plain SQLite connection of its own thread: what it
-wrote is committed, or nothing is when it raises; read back with SQLAlchemy's types; and
-its connection is closed after either."""
+"""`Database.run_sync_transaction` (a SQLite file's write transaction run start to end on a
+plain connection of its own thread): what it wrote is committed, or nothing is when it
+raises; read back with SQLAlchemy's types; its connection is closed after either; and it
+refuses a database that is not a SQLite file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import sqlalchemy as sa
 
 from service.db.engine import Database
 from service.db.models import webhook_tallies
-from service.db.plain_sqlite import PlainSqliteTransactions
 
 MINUTE = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
 
@@ -29,10 +29,12 @@ async def stored(database: Database) -> list[tuple[datetime, str, int]]:
 
 async def test_work_is_committed_or_rolled_back_as_a_whole(database: Database) -> None:
     if database.sqlite_file is None:
-        pytest.skip("plain transactions are for a SQLite file")
-    plain = PlainSqliteTransactions(database)
+        with pytest.raises(RuntimeError, match="SQLite file"):
+            await database.run_sync_transaction(lambda conn: add_tally(conn, "kept"))
+        assert await stored(database) == []
+        return
 
-    assert await plain.run(lambda conn: add_tally(conn, "kept")) == 1
+    assert await database.run_sync_transaction(lambda conn: add_tally(conn, "kept")) == 1
     assert await stored(database) == [(MINUTE, "kept", 3)]
 
     def fails(conn: sa.Connection) -> int:
@@ -40,6 +42,9 @@ async def test_work_is_committed_or_rolled_back_as_a_whole(database: Database) -
         raise RuntimeError("half way")
 
     with pytest.raises(RuntimeError, match="half way"):
-        await plain.run(fails)
+        await database.run_sync_transaction(fails)
     assert await stored(database) == [(MINUTE, "kept", 3)]
+    assert not database.open_sqlite_connections
+    # The next transaction takes a connection of its own again.
+    assert await database.run_sync_transaction(lambda conn: add_tally(conn, "again")) == 2
     assert not database.open_sqlite_connections
