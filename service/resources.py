@@ -25,6 +25,7 @@ from service.db.migrations import check_schema_is_current, upgrade_to_head
 from service.db.simulator_world import load_world, save_world
 from service.fleet_figures import FleetFigures
 from service.ingest import InboxWriter
+from service.metrics import APPLY_LAG_BUCKETS, Histogram
 from service.novita import NovitaClient
 from service.provisioning.catalogue import ProvisioningCaches
 from service.settings import Settings
@@ -58,6 +59,11 @@ class Resources:
         return FleetFigures(
             self.database, self.clock, stuck_after_seconds=self.settings.stuck_instance_seconds
         )
+
+    @cached_property
+    def apply_lag(self) -> Histogram:
+        """Stored → applied, for each webhook this process's applier applies (/metrics)."""
+        return Histogram(APPLY_LAG_BUCKETS)
 
     @cached_property
     def caches(self) -> ProvisioningCaches:

@@ -28,6 +28,7 @@ async def metrics(request: Request) -> Response:
         collector.snapshot = replace(collector.snapshot, database_up=False)
     else:
         oldest = counts.oldest_pending_notification
+        unapplied = counts.oldest_unapplied_webhook
         entered = reading.entered
         collector.snapshot = Snapshot(
             instances_by_status=counts.instances_by_status,
@@ -36,6 +37,9 @@ async def metrics(request: Request) -> Response:
             if oldest
             else 0.0,
             inbox_backlog=counts.inbox_backlog,
+            oldest_unapplied_webhook_age=max((now - unapplied).total_seconds(), 0.0)
+            if unapplied
+            else 0.0,
             oldest_in_status={
                 status.value: max(
                     (now - entered[status.value]).total_seconds()

@@ -25,6 +25,7 @@ from service.db.engine import Database
 from service.db.inbox import StoredWebhook
 from service.db.provider_facts import ProviderFacts
 from service.domain import EventSource
+from service.metrics import APPLY_LAG_BUCKETS, Histogram
 from service.provisioning.status_map import Observation
 from service.resources import Resources
 from service.workers.loop import Figures, WorkerLoop
@@ -100,6 +101,8 @@ class _Pass:
 
     outcomes: dict[int, str] = field(default_factory=dict)
     deferred: list[int] = field(default_factory=list)
+    # Seconds from stored to marked, of each event given an outcome (recorded once committed).
+    lags: list[float] = field(default_factory=list)
 
 
 def _apply_pass(conn: sa.Connection, *, limit: int, now: datetime, clock: Clock) -> _Pass:
@@ -148,8 +151,14 @@ def _apply_pass(conn: sa.Connection, *, limit: int, now: datetime, clock: Clock)
             done.deferred.append(event.id)
     provider_facts.write(conn, [(read_version[key], rows[key]) for key in read_version])
     # Stamped as the batch is marked, so `processed_at - received_at` is the lag.
-    inbox.mark(conn, done.outcomes, now=clock.now())
+    marked_at = clock.now()
+    inbox.mark(conn, done.outcomes, now=marked_at)
+    done.lags = _lags(events, done.outcomes, marked_at)
     return done
+
+
+def _lags(events: list[StoredWebhook], marked: Mapping[int, str], at: datetime) -> list[float]:
+    return [(at - event.received_at).total_seconds() for event in events if event.id in marked]
 
 
 def _triage(event: StoredWebhook, known: Mapping[str, ProviderFacts]) -> str | None:
@@ -173,6 +182,7 @@ class InboxApplier:
         *,
         batch_size: int = 500,
         action_settle: float = 30.0,
+        lag: Histogram | None = None,
     ) -> None:
         self._db = database
         self._clock = clock
@@ -182,6 +192,8 @@ class InboxApplier:
         # (`Database.run_sync_transaction`).
         self._on_thread = database.sqlite_file is not None
         self.applied = 0
+        # Stored → applied of each event, once its batch committed (/metrics).
+        self.lag = lag if lag is not None else Histogram(APPLY_LAG_BUCKETS)
 
     @classmethod
     def from_resources(cls, resources: Resources) -> InboxApplier:
@@ -189,6 +201,7 @@ class InboxApplier:
             resources.database,
             resources.clock,
             action_settle=resources.settings.action_settle_seconds,
+            lag=resources.apply_lag,
         )
 
     def figures(self, now: datetime) -> Figures:
@@ -197,35 +210,43 @@ class InboxApplier:
     async def run_once(self) -> int:
         now = self._clock.now()
         work = partial(_apply_pass, limit=self.batch_size, now=now, clock=self._clock)
-        outcomes: dict[int, str]
+        lags: list[float] = []
         if self._on_thread:
             done = await self._db.run_sync_transaction(work)
+            lags += done.lags
             outcomes = done.outcomes
             if done.deferred:
                 # Left unmarked by the pass: claimed again here, oldest first, whoever
                 # else took some meanwhile.
                 async with self._db.transaction() as conn:
-                    outcomes = {**outcomes, **await self._apply_deferred(conn, done.deferred, now)}
+                    deferred = await self._apply_deferred(conn, done.deferred, now)
+                outcomes = {**outcomes, **deferred.outcomes}
+                lags += deferred.lags
         else:
             async with self._db.transaction() as conn:
                 done = await conn.run_sync(work)
                 outcomes = done.outcomes
+                deferred = _Pass()
                 if done.deferred:
-                    outcomes = {**outcomes, **await self._apply_deferred(conn, done.deferred, now)}
+                    deferred = await self._apply_deferred(conn, done.deferred, now)
+                    outcomes = {**outcomes, **deferred.outcomes}
+            lags += done.lags + deferred.lags
+        for seconds in lags:
+            self.lag.observe(seconds)
         self.applied += sum(outcome == "applied" for outcome in outcomes.values())
         return len(done.outcomes) + len(done.deferred)
 
-    async def _apply_deferred(
-        self, conn: AsyncConnection, ids: list[int], now: datetime
-    ) -> dict[int, str]:
+    async def _apply_deferred(self, conn: AsyncConnection, ids: list[int], now: datetime) -> _Pass:
         """Each event through `apply_observation`, in order, each in a savepoint (one bad
         event cannot sink the others)."""
         events = await conn.run_sync(lambda sync: inbox.claim(sync, limit=len(ids), ids=ids))
-        outcomes: dict[int, str] = {}
+        done = _Pass()
         for event in events:
-            outcomes[event.id] = await self._apply_one(conn, event, now)
-        await conn.run_sync(lambda sync: inbox.mark(sync, outcomes, now=self._clock.now()))
-        return outcomes
+            done.outcomes[event.id] = await self._apply_one(conn, event, now)
+        marked_at = self._clock.now()
+        await conn.run_sync(lambda sync: inbox.mark(sync, done.outcomes, now=marked_at))
+        done.lags = _lags(events, done.outcomes, marked_at)
+        return done
 
     async def _apply_one(self, conn: AsyncConnection, event: StoredWebhook, now: datetime) -> str:
         try:

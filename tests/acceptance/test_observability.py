@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from service.novita.errors import NovitaError
+from service.workers.applier import InboxApplier
 from tests.plugins.service import API_KEY, INBOUND_SECRET, WEBHOOK_SECRET, ServiceUnderTest
 from tests.support.inbound_webhooks import event, post, signed
 from tests.support.lifecycle import BODY
-from tests.support.metrics import scrape
+from tests.support.metrics import promtool, scrape, scrape_text
 from tests.support.statements import sent_statements
 
 
@@ -76,3 +78,60 @@ async def test_health_reports_backlogs_without_secrets_or_hosts(service: Service
     status, degraded, _ = await service.call("GET", "/health", auth=False)
     assert status == 200 and degraded["status"] == "degraded"
     assert degraded["checks"]["novita"]["breaker"] == "open"
+
+
+async def test_applier_lag_and_oldest_unapplied_webhook_are_exported(
+    service: ServiceUnderTest,
+) -> None:
+    applier = InboxApplier.from_resources(service.resources)
+    before = await scrape(service)
+    assert before[("webhooks_apply_lag_seconds_count", ())] == 0
+    assert before[("webhooks_oldest_unapplied_age_seconds", ())] == 0
+    for _ in range(2):
+        assert (await post(service, *signed(service, event())))[0] == 200
+    service.clock.advance(0.2)
+    await service.resources.figures.refresh()  # what the background reader does
+    waiting = await scrape(service)
+    assert waiting[("webhooks_inbox_backlog", ())] == 2
+    assert waiting[("webhooks_oldest_unapplied_age_seconds", ())] == 0.2
+    assert waiting[("webhooks_apply_lag_seconds_count", ())] == 0, "nothing applied yet"
+
+    assert await applier.run_once() == 2
+    await service.resources.figures.refresh()
+    applied = await scrape(service)
+    lag = "webhooks_apply_lag_seconds_bucket"
+    assert applied[("webhooks_apply_lag_seconds_count", ())] == 2
+    assert applied[("webhooks_apply_lag_seconds_sum", ())] == 0.4
+    assert applied[(lag, (("le", "0.1"),))] == 0
+    assert applied[(lag, (("le", "0.25"),))] == 2
+    assert applied[(lag, (("le", "+Inf"),))] == 2
+    assert applied[("webhooks_inbox_backlog", ())] == 0
+    assert applied[("webhooks_oldest_unapplied_age_seconds", ())] == 0
+
+    assert (await post(service, *signed(service, event())))[0] == 200
+    service.clock.advance(3)
+    await applier.run_once()
+    later = await scrape(service)
+    assert later[("webhooks_apply_lag_seconds_count", ())] == 3
+    assert later[(lag, (("le", "2.5"),))] == 2
+    assert later[(lag, (("le", "5.0"),))] == 3
+
+
+async def test_promtool_accepts_the_metrics_page(service: ServiceUnderTest) -> None:
+    await service.call("POST", "/api/instances", json=BODY)
+    assert (await post(service, *signed(service, event())))[0] == 200
+    await InboxApplier.from_resources(service.resources).run_once()
+    await service.resources.figures.refresh()
+    text = await scrape_text(service)
+    assert "webhooks_apply_lag_seconds_bucket" in text
+    checked = await asyncio.create_subprocess_exec(
+        promtool(),
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        said, _ = await checked.communicate(text.encode())
+    assert checked.returncode == 0, said.decode()

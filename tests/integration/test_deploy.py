@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import yaml
 
 from service.app import create_app
 from service.settings import load_settings
+from tests.support.metrics import promtool as _promtool
 from tests.support.server import running_server
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -47,16 +46,6 @@ KEYWORDS = {
 }
 # Series Prometheus makes itself, not the service.
 PROMETHEUS_OWN = {"up"}
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool is not installed (apt-get install prometheus)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(message + "; it is required when CI=true")
-        pytest.skip(message)
-    return path
 
 
 def metric_names(expr: str) -> set[str]:
