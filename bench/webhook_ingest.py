@@ -501,9 +501,14 @@ def main() -> None:
             )
         measure(targets, args, work)
     finally:
-        for target in targets:
+        for target in targets:  # all at once: each may take its workers' grace to stop
             target.process.terminate()
-            target.process.wait(timeout=30)
+        for target in targets:
+            try:
+                target.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                target.process.kill()
+                target.process.wait()
         for db in databases:
             asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         shutil.rmtree(work, ignore_errors=True)

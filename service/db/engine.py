@@ -29,6 +29,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import StaticPool
 
 from service.db.point_reads import InstancePointReader
 
@@ -185,9 +186,15 @@ class Database:
         self.point_reader: InstancePointReader | None = None
         # Called with the notes of each committed transaction that left some.
         self.commit_listeners: list[Callable[[CommitNotes], None]] = []
-        # run_sync_transaction: its engine, and each thread's connection of the moment.
-        self._sync_sqlite_engine: sa.Engine | None = None
-        self._plain = threading.local()
+        # Held by this process's plain-connection writers (the webhook store, and
+        # run_sync_transaction) from BEGIN to COMMIT: one waiting for the other gets SQLite's
+        # write lock the moment it is free, where SQLite's busy handler would poll for it
+        # in sleeps of up to 100 ms. Writers through aiosqlite still meet SQLite's own.
+        self.sqlite_write_lock = threading.Lock()
+        # run_sync_transaction: its thread, engine and connections (one, unless it broke).
+        self._sync_thread: ThreadPoolExecutor | None = None
+        self._sync_engine: sa.Engine | None = None
+        self._sync_connections: list[sqlite3.Connection] = []
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Database:
@@ -256,49 +263,64 @@ class Database:
             yield conn
 
     async def run_sync_transaction(self, work: Callable[[sa.Connection], T]) -> T:
-        """SQLite file only: `work(conn)` in one `BEGIN IMMEDIATE` transaction on a plain
-        connection (`open_sqlite_connection`, closed after), start to end on a thread;
-        committed when it returns, rolled back if it raises.
+        """SQLite file only: `work(conn)` in one `BEGIN IMMEDIATE` transaction, run start to
+        end on a thread of its own over a plain connection it keeps; committed when `work`
+        returns, rolled back if it raises. Commit notes are not supported.
 
-        Why it exists beside `transaction()`: through aiosqlite every statement is a trip to
-        its thread and back through the event loop, and under load each trip waits behind
-        the requests the loop serves while the transaction holds SQLite's one write lock,
-        which the webhook writer needs for every batch it acknowledges. Here the lock is
-        held only as long as SQLite and Python take. The inbox applier's pass uses it; it
-        measured faster (`bench/webhook_ingest.py`). `work` is SQLAlchemy Core on a
-        synchronous connection, so the same function runs on PostgreSQL through
-        `AsyncConnection.run_sync` in a `transaction()`. Commit notes are not supported.
+        Why it exists beside `transaction()`: it measured faster (`bench/webhook_ingest.py`,
+        the inbox applier's pass). Through aiosqlite every statement is a trip to its thread
+        and back through the event loop, and under load each trip waits behind the requests
+        the loop serves while the transaction holds SQLite's one write lock, which the
+        webhook writer needs for every batch it acknowledges; here the lock is held only as
+        long as SQLite and Python take. `work` is SQLAlchemy Core on a synchronous
+        connection, so the same function runs on PostgreSQL through
+        `AsyncConnection.run_sync` in a `transaction()`.
+
+        The connection is kept (opening and closing one per transaction cost milliseconds)
+        and takes `sqlite_write_lock` around each transaction; its commits never checkpoint
+        the WAL themselves (SQLite would, at every commit once the WAL passes 1,000 pages,
+        copying and fsyncing on this thread): the webhook store's checkpoints, and every
+        other connection's commits, keep the WAL short.
         """
         if self.sqlite_file is None:
             raise RuntimeError("run_sync_transaction is for a SQLite file")
-        return await asyncio.to_thread(self._run_sync_transaction, work)
+        if self._sync_thread is None:
+            self._sync_thread = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="sqlite-transactions"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._sync_thread, self._run_sync_transaction, work)
 
     def _run_sync_transaction(self, work: Callable[[sa.Connection], T]) -> T:
-        if self._sync_sqlite_engine is None:
-            # Lends SQLAlchemy's statement compilation and type handling to the connection
-            # opened for each transaction (NullPool: it keeps none).
-            self._sync_sqlite_engine = sa.create_engine(
-                "sqlite://", creator=self._plain_connection, poolclass=NullPool
+        if self._sync_engine is None:
+            # Lends SQLAlchemy's statement compilation and type handling to the one plain
+            # connection (StaticPool), made by `_sync_connection` (again if it ever breaks).
+            self._sync_engine = sa.create_engine(
+                "sqlite://", creator=self._sync_connection, poolclass=StaticPool
             )
-        connection = self._plain.connection = self.open_sqlite_connection()
-        try:
-            with self._sync_sqlite_engine.connect() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn)
-                except BaseException:
-                    conn.rollback()
-                    raise
-                conn.commit()
-                return result
-        finally:
-            self._plain.connection = None
-            self.close_sqlite_connection(connection)
+        with self.sqlite_write_lock, self._sync_engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return result
 
-    def _plain_connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = self._plain.connection
-        assert connection is not None, "only within run_sync_transaction"
+    def _sync_connection(self) -> sqlite3.Connection:
+        connection = self.open_sqlite_connection()
+        connection.execute("PRAGMA wal_autocheckpoint=0")  # see run_sync_transaction
+        self._sync_connections.append(connection)
         return connection
+
+    def _close_sync_transactions(self) -> None:
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
+        for connection in self._sync_connections:
+            self.close_sqlite_connection(connection)
+        self._sync_connections.clear()
 
     def open_sqlite_connection(self, *, query_only: bool = False) -> sqlite3.Connection:
         """A plain sqlite3 connection to this database's file, set up like every other
@@ -331,6 +353,11 @@ class Database:
         return True
 
     async def close(self) -> None:
+        if self._sync_thread is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._sync_thread, self._close_sync_transactions)
+            self._sync_thread.shutdown(wait=True)
+            self._sync_thread = None
         if self._owns_engine:
             if self.point_reader is not None:
                 await self.point_reader.close()

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db import sqlite_applier_rows
 from service.db.models import inbound_webhooks
 
 
@@ -65,7 +66,9 @@ class InboxInsert:
         columns = [inbound_webhooks.c[name] for name in _STORED_COLUMNS]
         compiled = statement.values({column: sa.bindparam(column.name) for column in columns})
         self.sql = str(compiled.compile(dialect=dialect))
-        self.process_time = inbound_webhooks.c.received_at.type.bind_processor(dialect)
+        # The type as this dialect runs it (on SQLite: to SQLAlchemy's text format).
+        time_type = inbound_webhooks.c.received_at.type.dialect_impl(dialect)
+        self.process_time = time_type.bind_processor(dialect)
 
     def rows(self, records: Sequence[InboxRecord], now: datetime) -> list[tuple[Any, ...]]:
         """The driver's parameters for `records`, received at `now`."""
@@ -136,6 +139,10 @@ def claim(
 ) -> list[StoredWebhook]:
     """The oldest unapplied events (of `ids`, when given), locked for this transaction
     (others skip them). Synchronous: see `claim_unprocessed` for an async connection."""
+    if conn.dialect.name == "sqlite":
+        return [
+            StoredWebhook(*row) for row in sqlite_applier_rows.claim(conn, limit=limit, ids=ids)
+        ]
     c = inbound_webhooks.c
     query = sa.select(*_CLAIMED).where(c.processed_at.is_(None))
     if ids is not None:
@@ -159,7 +166,7 @@ WHERE inbound_webhooks.id = batch.id
 
 def mark(conn: sa.Connection, outcomes: dict[int, str], *, now: datetime) -> None:
     """Stamp each event processed with its outcome: one UPDATE on PostgreSQL, one per
-    distinct outcome elsewhere."""
+    distinct outcome on SQLite."""
     if not outcomes:
         return
     if conn.dialect.name == "postgresql":
@@ -170,12 +177,7 @@ def mark(conn: sa.Connection, outcomes: dict[int, str], *, now: datetime) -> Non
     by_outcome: dict[str, list[int]] = {}
     for row_id, outcome in outcomes.items():
         by_outcome.setdefault(outcome, []).append(row_id)
-    for outcome, ids in by_outcome.items():
-        conn.execute(
-            inbound_webhooks.update()
-            .where(_one_of(conn, inbound_webhooks.c.id, ids))
-            .values(processed_at=now, outcome=outcome)
-        )
+    sqlite_applier_rows.mark(conn, by_outcome, now=now)
 
 
 def _one_of(

@@ -269,6 +269,22 @@ class SqliteInboxStore:
 
     def _store(self, records: Sequence[InboxRecord], duplicates: int, now: datetime) -> set[str]:
         connection = self._open()
+        with self._database.sqlite_write_lock:
+            new = self._store_in_transaction(connection, records, duplicates, now)
+        self._batches += 1
+        if self._batches % 16 == 0 and self._wal_bytes() > self.wal_limit_bytes:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
+        return {record.webhook_id for record in new}
+
+    def _store_in_transaction(
+        self,
+        connection: sqlite3.Connection,
+        records: Sequence[InboxRecord],
+        duplicates: int,
+        now: datetime,
+    ) -> Sequence[InboxRecord]:
+        """The batch's transaction; returns the records inserted."""
         connection.execute("BEGIN IMMEDIATE")
         try:
             # Duplicates are rare: insert the whole batch first (ON CONFLICT skips known
@@ -293,11 +309,7 @@ class SqliteInboxStore:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
-        self._batches += 1
-        if self._batches % 16 == 0 and self._wal_bytes() > self.wal_limit_bytes:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self.checkpoints += 1
-        return {record.webhook_id for record in new}
+        return new
 
     async def add_tallies(self, counts: Mapping[tuple[str, datetime], int]) -> None:
         loop = asyncio.get_running_loop()
@@ -305,20 +317,21 @@ class SqliteInboxStore:
 
     def _add_tallies(self, counts: dict[tuple[str, datetime], int]) -> None:
         connection = self._open()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.executemany(
-                self._tally.sql,
-                [
-                    self._tally.params(outcome, now=minute, by=by)
-                    for (outcome, minute), by in counts.items()
-                ],
-            )
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
+        with self._database.sqlite_write_lock:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(
+                    self._tally.sql,
+                    [
+                        self._tally.params(outcome, now=minute, by=by)
+                        for (outcome, minute), by in counts.items()
+                    ],
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
 
     async def close(self) -> None:
         def close_connection() -> None:

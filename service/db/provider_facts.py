@@ -17,6 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from service.db import sqlite_applier_rows
 from service.db.models import instances
 from service.domain import TERMINAL_STATUSES, Status
 
@@ -54,6 +55,12 @@ def by_novita_id(
     with `for_update`, the rows are locked, in the order of our ids)."""
     if not novita_ids:
         return {}
+    if conn.dialect.name == "sqlite":  # no row locks: the write transaction is the lock
+        rows = sqlite_applier_rows.facts(conn, novita_ids)
+        return {
+            novita_id: ProviderFacts(row_id, novita_id, Status(status), provider, seen, at, v)
+            for row_id, novita_id, status, provider, seen, at, v in rows
+        }
     column = instances.c.novita_instance_id
     if conn.dialect.name == "postgresql":
         # One array parameter: one prepared statement whatever the number of ids.
@@ -68,21 +75,6 @@ def by_novita_id(
     for row_id, novita_id, status, *facts in conn.execute(query):
         found[novita_id] = ProviderFacts(row_id, novita_id, Status(status), *facts)
     return found
-
-
-_WRITE = (
-    instances.update()
-    .where(
-        instances.c.id == sa.bindparam("row_id"),
-        instances.c.version == sa.bindparam("row_version"),
-    )
-    .values(
-        provider_status=sa.bindparam("provider_status"),
-        provider_observed_at=sa.bindparam("provider_observed_at"),
-        updated_at=sa.bindparam("updated_at"),
-        version=sa.bindparam("version"),
-    )
-)
 
 
 # PostgreSQL: the whole batch in one statement, its rows as arrays joined through `unnest`
@@ -105,38 +97,40 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 def write(conn: sa.Connection, changed: Sequence[tuple[int, ProviderFacts]]) -> None:
     """Write each row's facts over the version it had when read, `(read version, facts)`,
-    in one statement on PostgreSQL, one executemany elsewhere (status is not written: it
+    in one statement on PostgreSQL, one executemany on SQLite (status is not written: it
     has not changed)."""
     if not changed:
         return
-    if conn.dialect.name == "postgresql":
-        facts = [facts for _, facts in changed]
-        result = conn.exec_driver_sql(
-            _PG_WRITE,
-            (
-                [row.id for row in facts],
-                [read_version for read_version, _ in changed],
-                [row.provider_status for row in facts],
-                [_as_utc(row.provider_observed_at) for row in facts],
-                [_as_utc(row.updated_at) for row in facts],
-                [row.version for row in facts],
-            ),
-        )
-    else:
-        result = conn.execute(
-            _WRITE,
+    if conn.dialect.name == "sqlite":
+        written = sqlite_applier_rows.write_facts(
+            conn,
             [
-                {
-                    "row_id": facts.id,
-                    "row_version": read_version,
-                    "provider_status": facts.provider_status,
-                    "provider_observed_at": facts.provider_observed_at,
-                    "updated_at": facts.updated_at,
-                    "version": facts.version,
-                }
+                (
+                    facts.id,
+                    read_version,
+                    facts.provider_status,
+                    facts.provider_observed_at,
+                    facts.updated_at,
+                    facts.version,
+                )
                 for read_version, facts in changed
             ],
         )
+        if written != len(changed):
+            raise RuntimeError("an instance changed underneath a locked batch")
+        return
+    facts = [facts for _, facts in changed]
+    result = conn.exec_driver_sql(
+        _PG_WRITE,
+        (
+            [row.id for row in facts],
+            [read_version for read_version, _ in changed],
+            [row.provider_status for row in facts],
+            [_as_utc(row.provider_observed_at) for row in facts],
+            [_as_utc(row.updated_at) for row in facts],
+            [row.version for row in facts],
+        ),
+    )
     # The caller holds the rows locked: a version that moved would be a bug, not a race
     # (-1: the driver does not count the rows of an executemany).
     if result.rowcount not in (-1, len(changed)):
