@@ -9,6 +9,7 @@ relist. Every stored event gets an outcome.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,13 @@ log = structlog.get_logger(__name__)
 STATUS_EVENTS = frozenset({"instance.status_changed", "instance.spot_reclaim"})
 # Seconds the applier rests after a batch that did work (see build_applier_loop).
 BUSY_PAUSE = 0.05
+# On a SQLite file: about how long one pass may hold the write lock that the webhook
+# writer needs for every batch it acknowledges. Each pass's batch is sized from the time
+# the last full ones took per event (between MIN_BATCH and `batch_size`), and while
+# passes find full batches they follow one another (up to MAX_PASSES) without the rest.
+PASS_SECONDS = 0.010
+MIN_BATCH = 20
+MAX_PASSES = 50
 
 
 def _report(event: StoredWebhook) -> Report | None:
@@ -191,6 +199,8 @@ class InboxApplier:
         # On a SQLite file the pass is one transaction on a thread of its own
         # (`Database.run_sync_transaction`).
         self._on_thread = database.sqlite_file is not None
+        # Seconds a pass took per event (SQLite file), from the last full batches.
+        self.seconds_per_event = 0.000025
         self.applied = 0
         # Stored → applied of each event, once its batch committed (/metrics).
         self.lag = lag if lag is not None else Histogram(APPLY_LAG_BUCKETS)
@@ -208,8 +218,29 @@ class InboxApplier:
         return {"applied": self.applied}
 
     async def run_once(self) -> int:
+        if not self._on_thread:
+            return await self._run_pass(self.batch_size)
+        done = 0
+        for _ in range(MAX_PASSES):
+            limit = self.pass_limit()
+            started = time.perf_counter()
+            applied = await self._run_pass(limit)
+            done += applied
+            if applied < limit:
+                return done
+            # A full batch: its time says how many events fit in the next pass's budget.
+            took = (time.perf_counter() - started) / applied
+            self.seconds_per_event += (took - self.seconds_per_event) / 4
+        return done
+
+    def pass_limit(self) -> int:
+        """How many events the next pass takes (SQLite file: what fits in PASS_SECONDS)."""
+        fits = int(PASS_SECONDS / max(self.seconds_per_event, 1e-7))
+        return max(MIN_BATCH, min(self.batch_size, fits))
+
+    async def _run_pass(self, limit: int) -> int:
         now = self._clock.now()
-        work = partial(_apply_pass, limit=self.batch_size, now=now, clock=self._clock)
+        work = partial(_apply_pass, limit=limit, now=now, clock=self._clock)
         lags: list[float] = []
         if self._on_thread:
             done = await self._db.run_sync_transaction(work)

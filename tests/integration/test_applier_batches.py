@@ -18,6 +18,7 @@ from service.db.engine import Database
 from service.db.inbox import InboxRecord
 from service.db.models import inbound_webhooks
 from service.domain import EventSource, Status
+from service.workers import applier as applier_module
 from service.workers.applier import InboxApplier
 from tests.support.provisioning import add_instance, events, load
 
@@ -170,3 +171,22 @@ async def test_every_event_is_stamped_processed_after_it_was_received(database: 
         ).all()
     assert len(rows) == 3
     assert all(processed == received + timedelta(seconds=2) for received, processed in rows)
+
+
+async def test_on_a_sqlite_file_a_pass_takes_what_fits_its_time_and_full_ones_follow(
+    database: Database,
+) -> None:
+    """Each pass holds SQLite's write lock about PASS_SECONDS: its batch is sized from the
+    time per event of the last full ones, and one run goes on while batches come full."""
+    if database.sqlite_file is None:
+        return  # PostgreSQL (and SQLite in memory) take `batch_size` at a time
+    clock = ManualClock(T0)
+    applier = InboxApplier(database, clock)
+    applier.seconds_per_event = applier_module.PASS_SECONDS / 30
+    assert applier.pass_limit() == 30
+    stored = [await store(database, clock, f"novita-{n}", "running", 1) for n in range(100)]
+
+    assert await applier.run_once() == 100, "all in one run, over passes of up to 30"
+    assert await outcomes(database, stored) == ["unknown_instance"] * 100
+    assert applier.seconds_per_event != applier_module.PASS_SECONDS / 30, "measured again"
+    assert applier_module.MIN_BATCH <= applier.pass_limit() <= applier.batch_size
