@@ -15,6 +15,7 @@
 #
 #   bench/api_reads.sh                 # defaults: 100,000 instances, 3 runs of 10 s each
 #   INSTANCES=20000 RUNS=1 DURATION=5s bench/api_reads.sh
+#   ENGINES=postgresql bench/api_reads.sh   # one engine only (sqlite, postgresql)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -106,7 +107,11 @@ run_engine() {
   kill "$server"; wait "$server" 2>/dev/null || true
 }
 
-run_engine sqlite "sqlite+aiosqlite:///$WORK/bench.db"
+ENGINES=" ${ENGINES:-sqlite postgresql} "
+if [[ $ENGINES == *" sqlite "* ]]; then
+  run_engine sqlite "sqlite+aiosqlite:///$WORK/bench.db"
+fi
+[[ $ENGINES == *" postgresql "* ]] || exit 0
 
 pg_url=${TEST_POSTGRES_URL:-}
 if [ -z "$pg_url" ] && [ -x scripts/test-postgres.sh ]; then

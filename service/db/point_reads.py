@@ -4,12 +4,19 @@ measured fastest for each database (README, Benchmarks):
 - SQLite (a file): a `query_only` sqlite3 connection used inline on the event loop. An
   indexed read in WAL mode never waits for a lock and takes microseconds, where a hop to
   aiosqlite's thread and back costs several times the read itself.
-- PostgreSQL: a `BatchedLookup`: concurrent lookups share one SQLAlchemy query (and one
-  pooled connection) per round trip.
+- PostgreSQL: a `BatchedLookup`: concurrent lookups share one query (and one pooled
+  connection) per round trip. The query is sent on the pooled connection's asyncpg
+  connection itself (SQLAlchemy's public `driver_connection`): SQLAlchemy made that
+  connection from `DATABASE_URL` (TLS, timeouts, its JSON codecs) and the pool still
+  bounds and recycles it, but its statement execution, which costs more than this indexed
+  read, is skipped. A URL that turns SQLAlchemy's prepared-statement cache off
+  (`prepared_statement_cache_size=0`, for pgbouncer) keeps SQLAlchemy's own execution, so
+  the option means what it says; a connection that turns out dead is invalidated in the
+  pool and the lookup tried once more on another, as SQLAlchemy would.
 
-Values are decoded by SQLAlchemy (on SQLite by each column type's own result processor),
-so both paths return exactly what `repository.find_instance` returns (a test holds them
-equal on both databases).
+Values are decoded by each column type's own result processor (SQLAlchemy's type
+processing, for the column types the database reports), so every path returns exactly
+what `repository.find_instance` returns (a test holds them equal on both databases).
 
 `find_derived` also remembers what a caller derived from a row (the API: the instance's
 JSON body) together with the row it came from, and reuses it while the database returns
@@ -23,6 +30,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -60,16 +68,21 @@ class InstancePointReader:
         dialect = database.engine.dialect
         self._sqlite: sqlite3.Connection | None = None
         self._lookup: BatchedLookup | None = None
-        # SQLite rows come from sqlite3 as stored: decoded by each column type's result
-        # processor. PostgreSQL rows come through SQLAlchemy, decoded already.
+        # Rows come from sqlite3 as stored, or from asyncpg with only its codecs applied:
+        # decoded by each column type's result processor. Rows SQLAlchemy executed for
+        # (PostgreSQL without its statement cache) are decoded already: none.
         self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        # PostgreSQL: the query as sent on the driver connection; None when SQLAlchemy's
+        # prepared-statement cache is off (then SQLAlchemy executes it).
+        self._driver_sql: str | None = None
+        self._types_known = database.is_sqlite
         if database.is_sqlite:
             self._sql = str(_FIND.compile(dialect=dialect))
-            for position, column in enumerate(instances.columns):
-                process = column.type.dialect_impl(dialect).result_processor(dialect, None)
-                if process is not None:
-                    self._processors.append((position, process))
+            self._processors = _processors(dialect, [None] * len(instances.columns))
         else:
+            cache_size = database.engine.url.query.get("prepared_statement_cache_size", "100")
+            if str(cache_size).strip() != "0":
+                self._driver_sql = str(_FIND_MANY.compile(dialect=dialect))
             self._lookup = BatchedLookup(self._fetch_many, _keys_answered)
         self._memos: dict[Callable[..., Any], dict[str, tuple[tuple[Any, ...], Any]]] = {}
 
@@ -118,6 +131,8 @@ class InstancePointReader:
         return row
 
     async def _fetch_many(self, keys: list[str]) -> list[tuple[Any, ...]]:
+        if self._driver_sql is not None:
+            return await self._fetch_many_on_driver(self._driver_sql, keys)
 
         async def fetch() -> list[tuple[Any, ...]]:
             async with self._database.read() as conn:
@@ -126,12 +141,56 @@ class InstancePointReader:
 
         return await once_more_if_disconnected(fetch)
 
+    async def _fetch_many_on_driver(self, sql: str, keys: list[str]) -> list[tuple[Any, ...]]:
+        for last_try in (False, True):
+            # A plain checkout: nothing runs through SQLAlchemy on it, so it begins no
+            # transaction and has nothing to roll back (no `Database.read()` needed).
+            async with self._database.engine.connect() as conn:
+                driver: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+                try:
+                    if not self._types_known:
+                        await self._learn_types(driver, sql)
+                    rows = await driver.fetch(sql, keys)
+                except Exception:
+                    if not driver.is_closed():
+                        raise
+                    # Died while idle in the pool (a server restart, an idle timeout): out
+                    # of the pool with it, and once more on another connection.
+                    await conn.invalidate()
+                    if last_try:
+                        raise
+                    continue
+                return [tuple(row) for row in rows]
+        raise AssertionError("unreachable")
+
+    async def _learn_types(self, driver: asyncpg.Connection, sql: str) -> None:
+        """Each column's result processor for the type the server reports (what SQLAlchemy
+        reads from a cursor's description), once."""
+        statement = await driver.prepare(sql)
+        types = [attribute.type.oid for attribute in statement.get_attributes()]
+        self._processors = _processors(self._database.engine.dialect, types)
+        self._types_known = True
+
     async def close(self) -> None:
         if self._sqlite is not None:
             self._database.close_sqlite_connection(self._sqlite)
             self._sqlite = None
         if self._lookup is not None:
             await self._lookup.close()
+
+
+def _processors(
+    dialect: sa.Dialect, column_types: list[Any]
+) -> list[tuple[int, Callable[[Any], Any]]]:
+    """The result processor of each column that has one, by position."""
+    found: list[tuple[int, Callable[[Any], Any]]] = []
+    for position, (column, column_type) in enumerate(
+        zip(instances.columns, column_types, strict=True)
+    ):
+        process = column.type.dialect_impl(dialect).result_processor(dialect, column_type)
+        if process is not None:
+            found.append((position, process))
+    return found
 
 
 def _keys_answered(row: tuple[Any, ...]) -> tuple[Any, Any]:

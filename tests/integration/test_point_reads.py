@@ -11,8 +11,10 @@ import pytest
 from service.db import repository as repo
 from service.db.engine import Database
 from service.domain import EventSource, Instance, Status
+from tests.plugins.database import OpenDatabase
 from tests.support.instance_rows import T0, create
 from tests.support.postgres import terminate_other_backends
+from tests.support.statements import sent_statements
 
 
 class Renders:
@@ -122,3 +124,29 @@ async def test_a_connection_killed_while_idle_is_replaced_without_an_error(
 
     row = await reader.find(instance_id)
     assert row is not None and row["id"] == instance_id
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("options", "through_sqlalchemy"),
+    [("", False), ("?prepared_statement_cache_size=0", True)],
+    ids=["default", "statement-cache-off"],
+)
+async def test_the_statement_cache_option_decides_who_executes_the_point_read(
+    postgres_database: Database,
+    postgres_url: str,
+    open_database: OpenDatabase,
+    options: str,
+    through_sqlalchemy: bool,
+) -> None:
+    """By default the read is sent on the pooled connection's asyncpg connection (not
+    SQLAlchemy's execution); with SQLAlchemy's prepared-statement cache off (pgbouncer),
+    SQLAlchemy executes it, so the option keeps its meaning. Same row either way."""
+    instance_id = await create(postgres_database)
+    async with postgres_database.read() as conn:
+        expected = await repo.find_instance(conn, instance_id)
+    database = open_database(f"{postgres_url}{options}")
+    with sent_statements(database) as sent:
+        found = await repo.find_instance_fast(database, instance_id)
+    assert found == expected
+    assert sent == (["SELECT"] if through_sqlalchemy else [])
