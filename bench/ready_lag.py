@@ -12,7 +12,9 @@ N instances at once through the API and waits for every `instance.ready` notific
 Per instance:
 
 - ready lag: our `readyAt` minus the moment the simulator made it `running` (`runningSince`);
-- notified lag: when the `instance.ready` notification arrived, minus the same moment.
+- notified lag: when the `instance.ready` notification arrived, minus the same moment;
+- and the ready lag's two parts: seen (our `runningAt`, when we recorded `running`, minus
+  that moment) and probed (`readyAt` minus `runningAt`).
 
 Novita calls per minute: the simulator's request count in the minute from the first
 create (the creates, the reads until ready, then the steady reads), against the limit;
@@ -169,6 +171,8 @@ def unix(iso: str) -> float:
 class Round:
     ready_lags: list[float]
     notified_lags: list[float]
+    seen_lags: list[float]
+    probe_lags: list[float]
     calls_per_minute: float  # in the minute from the first create
     calls_until_ready: int
     calls_by_path: dict[str, int]
@@ -208,7 +212,7 @@ async def one_round(count: int, extra_env: dict[str, str]) -> Round:
                 await asyncio.sleep(max(0.0, started + 60 - time.time()))
                 after = await sim_state()
 
-                ready_lags, notified_lags = [], []
+                ready_lags, notified_lags, seen_lags, probe_lags = [], [], [], []
                 for instance_id in ids:
                     async with http.get(f"{api}/api/instances/{instance_id}", headers=ours) as r:
                         mine = await r.json()
@@ -216,6 +220,8 @@ async def one_round(count: int, extra_env: dict[str, str]) -> Round:
                     async with http.get(f"{sim}/_sim/instances/{novita_id}", headers=novita) as r:
                         running_since = float((await r.json())["sim"]["runningSince"])
                     ready_lags.append(unix(mine["readyAt"]) - running_since)
+                    seen_lags.append(unix(mine["runningAt"]) - running_since)
+                    probe_lags.append(unix(mine["readyAt"]) - unix(mine["runningAt"]))
                     notified_lags.append(hooks.ready_at[instance_id] - running_since)
             by_path = {
                 path: n - before["requestsByPath"].get(path, 0)
@@ -225,6 +231,8 @@ async def one_round(count: int, extra_env: dict[str, str]) -> Round:
             return Round(
                 ready_lags,
                 notified_lags,
+                seen_lags,
+                probe_lags,
                 after["requestCount"] - before["requestCount"],
                 until_ready["requestCount"] - before["requestCount"],
                 by_path,
@@ -239,22 +247,28 @@ async def run(counts: list[int], rounds: int, extra_env: dict[str, str]) -> None
     for count in counts:
         ready: list[float] = []
         notified: list[float] = []
+        seen: list[float] = []
+        probed: list[float] = []
         rates: list[float] = []
         for number in range(1, rounds + 1):
             result = await one_round(count, extra_env)
             ready += result.ready_lags
             notified += result.notified_lags
+            seen += result.seen_lags
+            probed += result.probe_lags
             rates.append(result.calls_per_minute)
             print(
                 f"  N={count} round {number}: ready {summary(result.ready_lags)}; "
                 f"notified {summary(result.notified_lags)}; "
+                f"(seen {summary(result.seen_lags)}, probed {summary(result.probe_lags)}); "
                 f"{result.calls_per_minute:.0f} Novita calls in the first minute, "
                 f"{result.calls_until_ready} until the last ready {result.calls_by_path}",
                 flush=True,
             )
         print(
             f"N={count}: running → ready {summary(ready)}; running → instance.ready "
-            f"notification {summary(notified)}; Novita calls/min median "
+            f"notification {summary(notified)} (seen {summary(seen)}, probed "
+            f"{summary(probed)}); Novita calls/min median "
             f"{statistics.median(rates):.0f} (limit 100)",
             flush=True,
         )

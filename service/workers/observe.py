@@ -239,6 +239,17 @@ def observation_detail(
     return detail
 
 
+def apply_order(current: Instance, observed: ProviderInstance) -> int:
+    """Which changes of a listing to apply first (lower first): those that make an
+    instance `running` (readiness probes it as soon as that is recorded), then other
+    changes of status, then the rest (provider status, ports)."""
+    observation = observation_of(observed)
+    target = map_provider_status(current.status, observation).target or current.status
+    if target is current.status:
+        return 2
+    return 0 if target is Status.RUNNING else 1
+
+
 def differs(current: Instance, observed: ProviderInstance) -> bool:
     """Whether applying `observed` could change anything recorded about `current`.
 

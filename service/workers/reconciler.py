@@ -15,8 +15,11 @@ Novita's reads are the truth; webhooks only make us look sooner.
 - Transitional instances by listing: when one list call per page of the provider's
   instances is fewer calls than one read per transitional instance (a few pages, many
   instances in transition), a round lists them instead (TRANSITIONAL priority), applies
-  what changed, and pushes the seen rows' own polls back by two rounds: while listings
-  go on, they are not read one by one; once listings stop (or fail), they soon are.
+  what changed (what makes an instance `running` first: readiness probes it as soon as
+  that is recorded), and pushes the seen rows' own polls back by two rounds. While
+  listings go on, transitional rows are read one by one only right after a listing, and
+  only those it did not see (a row created since the last listing waits for the next
+  one instead of costing a read of its own); once listings stop (or fail), they soon are.
 - Two loops share the work in `serve` and `worker` (`scope`): `transitions` polls (and
   lists) the instances in transition, `reconciler` the others, so a batch of stable polls
   waiting for the background's share of the rate limit never holds up a transitional
@@ -56,7 +59,7 @@ from service.resources import Resources
 from service.settings import Settings
 from service.workers.call_budget import CallBudget, RateMeter
 from service.workers.loop import Figures, WorkerLoop
-from service.workers.observe import ObservationApplier, Pacing, differs
+from service.workers.observe import ObservationApplier, Pacing, apply_order, differs
 
 log = structlog.get_logger(__name__)
 
@@ -180,9 +183,12 @@ class Reconciler:
         if self.paused:
             log.info("reconcile.resumed")
             self.paused = False
-        listed = 0
+        listed: int | None = None
         if self.config.budget is not None:
             listed = await self._pace(self.config.budget)
+        scope = self._claim_scope(listing_done=listed is not None)
+        if scope == "none":
+            return 0
         async with self._db.transaction() as conn:
             claimed = await claims.claim_due_for_poll(
                 conn,
@@ -190,7 +196,7 @@ class Reconciler:
                 now=self._clock.now(),
                 ttl=self.config.claim_ttl,
                 limit=self.config.batch_size,
-                transitional=self._only_transitional,
+                transitional=scope,
             )
         for index, instance in enumerate(claimed):
             if not await self._poll(instance):
@@ -198,13 +204,27 @@ class Reconciler:
                 for rest in claimed[index:]:
                     await self._release(rest, None)
                 break
-        return len(claimed) + listed
+        return len(claimed) + (listed or 0)
+
+    def _claim_scope(self, *, listing_done: bool) -> bool | Literal["none"] | None:
+        """Which due rows this pass reads one by one: `claims.claim_due_for_poll`'s filter
+        (True: transitional, False: the others, None: all), or "none". While listings
+        watch the transitional rows, those are read one by one only in the pass of a
+        listing, after it (the rows it did not see)."""
+        if not self._listings_watch or listing_done:
+            return self._only_transitional
+        return "none" if self.config.scope == "transitional" else False
+
+    @property
+    def _listings_watch(self) -> bool:
+        return self.by_listing and self.config.scope != "stable"
 
     # -- pacing by the call budget ----------------------------------------------------------
 
-    async def _pace(self, budget: CallBudget) -> int:
+    async def _pace(self, budget: CallBudget) -> int | None:
         """Set the transitional pace from the budget; list the transitional instances when
-        that is the cheaper round and one is due. Returns the rows a listing looked at."""
+        that is the cheaper round and one is due. Returns the rows a listing looked at
+        (None: no listing this pass)."""
         await self.applier.recount()
         async with self._db.read() as conn:
             moving = await sweeps.transitional_instances(
@@ -231,35 +251,41 @@ class Reconciler:
         )
         if pacing != self.applier.pacing:
             self.applier.pacing = pacing
-        if not self.by_listing or now < self._next_listing or self.config.scope == "stable":
-            return 0
+        if not self._listings_watch or now < self._next_listing:
+            return None
         self._next_listing = now + self.round_interval
         return await self._list_round(moving, budget, own_poll)
 
     async def _list_round(self, moving: list[Instance], budget: CallBudget, wait: float) -> int:
         """One listing: apply what changed for the transitional rows; push back their polls."""
-        rows = {i.novita_instance_id: i for i in moving}
         asked_at = self._clock.now()
-        seen: list[str] = []
-        listed = 0
         try:
-            async for item in self._novita.iter_instances(
-                page_size=budget.page_size, priority=Priority.TRANSITIONAL
-            ):
-                listed += 1
-                row = rows.get(item.id)
-                if row is None:
-                    continue
-                seen.append(row.id)
-                if differs(row, item):
-                    await self.applier.apply(row.id, item, asked_at, release_claim=False)
+            items = [
+                item
+                async for item in self._novita.iter_instances(
+                    page_size=budget.page_size, priority=Priority.TRANSITIONAL
+                )
+            ]
         except NovitaCircuitOpenError:
             self._pause()
             return 0
         except NovitaError as error:
             log.info("reconcile.listing_failed", error=error.code)
             return 0
-        self._listed = listed
+        rows = {i.novita_instance_id: i for i in moving}
+        if any(item.id not in rows for item in items):
+            # Rows that became transitional (e.g. were created) while the listing ran.
+            async with self._db.read() as conn:
+                fresh = await sweeps.transitional_instances(
+                    conn, limit=self.config.transitional_scan_limit
+                )
+            rows.update((i.novita_instance_id, i) for i in fresh if i.novita_instance_id)
+        watched = [(rows[item.id], item) for item in items if item.id in rows]
+        seen = [row.id for row, _item in watched]
+        changed = [(row, item) for row, item in watched if differs(row, item)]
+        for row, item in sorted(changed, key=lambda pair: apply_order(*pair)):
+            await self.applier.apply(row.id, item, asked_at, release_claim=False)
+        self._listed = len(items)
         self.listings += 1
         now = self._clock.now()
         async with self._db.transaction() as conn:
@@ -269,12 +295,15 @@ class Reconciler:
         return len(seen)
 
     async def _seconds_to_next_due(self) -> float | None:
-        async with self._db.read() as conn:
-            soonest = await sweeps.soonest_poll(conn, transitional=self._only_transitional)
+        scope = self._claim_scope(listing_done=False)
+        soonest = None
+        if scope != "none":
+            async with self._db.read() as conn:
+                soonest = await sweeps.soonest_poll(conn, transitional=scope)
         waits = []
         if soonest is not None:
             waits.append((soonest - self._clock.now()).total_seconds())
-        if self.by_listing and self.config.scope != "stable":
+        if self._listings_watch:
             waits.append(self._next_listing - self._clock.monotonic())
         return min(waits) if waits else None
 

@@ -110,6 +110,30 @@ async def test_rows_a_listing_watches_are_read_one_by_one_soon_once_it_stops(
         assert reconciler.round_interval < wait <= 2 * reconciler.round_interval + 0.01
 
 
+async def test_a_row_created_between_listings_waits_for_the_next_one(
+    database: Database,
+    simulator: Simulator,
+    sim_clock: ManualClock,
+    provisioner: Provisioner,
+    reconciler: Reconciler,
+) -> None:
+    """While listings watch the instances in transition, a new one costs no read of its
+    own: the next listing sees it (and pushes its own poll back like the others')."""
+    await submitted(database, sim_clock, provisioner, 6)
+    await reconciler.run_once()
+    assert reconciler.by_listing and reconciler.round_interval is not None
+    (late,) = await submitted(database, sim_clock, provisioner, 1)
+    simulator.requests_by_path.clear()
+    await reconciler.run_once()  # the next listing is not due yet
+    assert calls(simulator) == (0, 0)
+    await advance(simulator, sim_clock, reconciler.round_interval)
+    await reconciler.run_once()
+    assert calls(simulator) == (1, 0)
+    due = (await load(database, late)).next_check_at
+    assert due is not None
+    assert (due - sim_clock.now()).total_seconds() > reconciler.round_interval
+
+
 async def test_instances_in_transition_have_a_loop_of_their_own(
     database: Database,
     simulator: Simulator,
