@@ -10,12 +10,12 @@ applying it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from service.db import sqlite_applier_rows
 from service.db.models import instances
@@ -48,6 +48,12 @@ _COLUMNS = (
 )
 
 
+_PG_READ = """
+SELECT id, novita_instance_id, status, provider_status, provider_observed_at, updated_at,
+    version
+FROM instances WHERE novita_instance_id = ANY($1::text[]) ORDER BY id"""
+
+
 def by_novita_id(
     conn: sa.Connection, novita_ids: Sequence[str], *, for_update: bool = False
 ) -> dict[str, ProviderFacts]:
@@ -61,18 +67,21 @@ def by_novita_id(
             novita_id: ProviderFacts(row_id, novita_id, Status(status), provider, seen, at, v)
             for row_id, novita_id, status, provider, seen, at, v in rows
         }
-    column = instances.c.novita_instance_id
+    read: Iterable[Sequence[Any]]
     if conn.dialect.name == "postgresql":
-        # One array parameter: one prepared statement whatever the number of ids.
-        keys = sa.bindparam("keys", list(novita_ids), type_=postgresql.ARRAY(sa.Text))
-        chosen = column == sa.any_(keys)
+        # The driver's own statement (one array parameter, so one prepared statement
+        # whatever the number of ids), its rows without SQLAlchemy's per-row processing.
+        sql = _PG_READ + (" FOR UPDATE" if for_update else "")
+        read = conn.exec_driver_sql(sql, (list(novita_ids),))
     else:
-        chosen = column.in_(list(novita_ids))
-    query = sa.select(*_COLUMNS).where(chosen).order_by(instances.c.id)
-    if for_update:
-        query = query.with_for_update()
+        query = (
+            sa.select(*_COLUMNS)
+            .where(instances.c.novita_instance_id.in_(list(novita_ids)))
+            .order_by(instances.c.id)
+        )
+        read = conn.execute(query.with_for_update() if for_update else query)
     found = {}
-    for row_id, novita_id, status, *facts in conn.execute(query):
+    for row_id, novita_id, status, *facts in read:
         found[novita_id] = ProviderFacts(row_id, novita_id, Status(status), *facts)
     return found
 
