@@ -14,14 +14,16 @@ work and returns how much it did, and `figures(now)`: what it tells `/health` an
   that grows to `max_backoff`; it never ends the loop. A database outage is not a bug: it
   is logged as one line when it starts (no traceback, not once per pass), and the loop
   says in one line when an iteration succeeds again,
-- cancellation is never swallowed, and `stop()` only sets an event: the batch in progress
-  (and its database write) finishes before the loop returns.
+- cancellation is never swallowed, and `stop()` only sets an event (and calls the loop's
+  `on_stop`, with which a worker may end a long batch at a safe point): the batch in
+  progress (and its database write) finishes before the loop returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -63,8 +65,12 @@ class WorkerLoop:
         error_backoff: float = 1.0,
         max_backoff: float = 60.0,
         busy_pause: float = 0.0,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.worker = worker
+        # Called by `stop()`, for a worker whose one batch can outlast the grace period
+        # (the relist's paced sweep) to end it early and cleanly.
+        self.on_stop = on_stop
         self.idle_interval = idle_interval
         self.busy_pause = busy_pause
         self.error_backoff = error_backoff
@@ -77,6 +83,8 @@ class WorkerLoop:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        if self.on_stop is not None:
+            self.on_stop()
 
     def wake(self) -> None:
         """Start the next batch now instead of after the idle wait (e.g. new work arrived)."""

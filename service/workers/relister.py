@@ -29,6 +29,7 @@ each sweep and during long ones. While the breaker is open nothing is asked (`pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,6 +66,7 @@ LEASE_NAME = "relist"
 
 # A leader whose last good sweep is older than this many intervals is overdue (/health).
 OVERDUE_INTERVALS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class RelistConfig:
@@ -109,6 +111,10 @@ class _LeaseLost(Exception):
     """Another process holds the relist lease now: stop sweeping."""
 
 
+class _Interrupted(Exception):
+    """The process is stopping: the sweep ends between two pages, concluding nothing."""
+
+
 class Relister:
     name = "relister"
 
@@ -148,6 +154,7 @@ class Relister:
         self._renewed_at = 0.0
         self._reported_foreign = FirstSightings(self.config.foreign_remembered)
         self._last_listed = 0  # provider instances the last complete sweep listed
+        self._interrupted = asyncio.Event()  # set by `interrupt`: the process is stopping
 
     @classmethod
     def from_resources(cls, resources: Resources) -> Relister:
@@ -185,6 +192,12 @@ class Relister:
             figures["overdue"] = bool(stale and self.sweeps)
         return figures
 
+    def interrupt(self) -> None:
+        """End a sweep in progress at its next page (its loop's `on_stop`): a paced sweep
+        lasts most of `RELIST_INTERVAL`, and would otherwise hold a shutdown for the whole
+        grace period before being cancelled. A sweep cut short concludes nothing lost."""
+        self._interrupted.set()
+
     async def run_once(self) -> int:
         if self._novita.breaker.state is BreakerState.OPEN:
             self._pause()
@@ -211,6 +224,9 @@ class Relister:
             return 0
         except _LeaseLost:
             log.warning("reconcile.lease_lost", lease=LEASE_NAME)
+            return 0
+        except _Interrupted:
+            log.info("reconcile.relist_interrupted")
             return 0
         except Exception:
             # A bug or a database failure: the loop logs it; try again sooner than a full
@@ -267,7 +283,12 @@ class Relister:
                 page += 1
                 if spacing:
                     ahead = started + page * spacing - self._clock.monotonic()
-                    await asyncio.sleep(min(max(ahead, 0.0), spacing))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._interrupted.wait(), timeout=min(max(ahead, 0.0), spacing)
+                        )
+                if self._interrupted.is_set():
+                    raise _Interrupted
                 marks = (marks[1], self._clock.now())
         if chunk:
             await self._handle_chunk(chunk, marks[0], tally)
@@ -416,4 +437,5 @@ class Relister:
 
 def build_relister_loop(resources: Resources) -> WorkerLoop:
     # The loop only wakes to see whether a sweep is due; the sweep itself is paced above.
-    return WorkerLoop(Relister.from_resources(resources), idle_interval=5.0)
+    relister = Relister.from_resources(resources)
+    return WorkerLoop(relister, idle_interval=5.0, on_stop=relister.interrupt)

@@ -4,6 +4,7 @@ the cost of a sweep in list calls, and pausing while the breaker is open."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from datetime import timedelta
@@ -17,6 +18,7 @@ from service.domain import EventSource, Status, new_instance_id
 from service.novita import CircuitBreaker, CreateInstanceRequest, NovitaClient
 from service.provisioning.naming import provider_name
 from service.simulator import Simulator
+from service.workers.loop import WorkerLoop
 from service.workers.provisioner import Provisioner
 from service.workers.reconciler import Reconciler
 from service.workers.relister import RelistConfig, Relister
@@ -397,3 +399,35 @@ async def test_a_sweep_spreads_its_pages_over_its_interval(
     # A lower bound only: the pages waited for their turn, however fast the machine.
     assert second >= 0.3
     assert relister.sweeps == 2
+
+
+async def test_stopping_its_loop_ends_a_paced_sweep_at_the_next_page(
+    database: Database,
+    simulator_factory: SimulatorFactory,
+    sim_clock: ManualClock,
+    sim_api_key: str,
+) -> None:
+    """A paced sweep lasts most of its interval: a shutdown must not wait for it."""
+    simulator = await simulator_factory(capacity_on_demand=1000)
+    unlimited = NovitaClient(
+        simulator.base_url, sim_api_key, clock=sim_clock, rate_limit_per_minute=100_000
+    )
+    async with unlimited as novita:
+        for n in range(37):
+            await novita.create_instance(create_request(f"stop-{n}"))
+        relister = make_relister(
+            database, novita, sim_clock, page_size=10, interval=600, spread=0.8
+        )
+        await relister.sweep()  # the first: nothing of ours to count the pages by
+        # The next sweep: 4 pages over 80 % of 600 s, 120 s between two pages.
+        loop = WorkerLoop(relister, idle_interval=5.0, on_stop=relister.interrupt)
+        simulator.requests_by_path.clear()
+        running = asyncio.create_task(loop.run())
+        for _ in range(200):  # until its first page is asked for
+            if simulator.requests_by_path:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # then into its wait for the next page
+        loop.stop()
+        await asyncio.wait_for(running, timeout=10)  # not the 120 s to the next page
+    assert relister.sweeps == 1  # the cut sweep is not counted as complete
