@@ -52,7 +52,7 @@ it is raised and turned into a tree error, a redirect or a retry):
   contract) → a failed delivery attempt;
 - `service.dashboard.access.SignInRequiredError` → a redirect to the sign-in form;
 - `service.event_hub.SubscriberDroppedError` → the event stream ends, the client catches up;
-- workers' private control flow (`_Settled`, `_LeaseLost`);
+- workers' private control flow (`_Settled`, `_LeaseLost`, `_Interrupted`);
 - `service.simulator.errors.SimError`: the simulator is a separate app that answers in
   Novita's error format, not ours.
 """
