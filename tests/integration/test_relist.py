@@ -5,8 +5,10 @@ the cost of a sweep in list calls, and pausing while the breaker is open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -375,27 +377,44 @@ async def test_the_relist_and_a_poll_agree_on_the_same_answer(
     assert (await load(database, instance_id)).status is Status.STOPPING
 
 
-async def test_a_sweep_spreads_its_pages_over_its_interval(
+@contextlib.asynccontextmanager
+async def paced_relister(
     database: Database,
     simulator_factory: SimulatorFactory,
     sim_clock: ManualClock,
     sim_api_key: str,
-) -> None:
+    *,
+    interval: float,
+) -> AsyncIterator[tuple[Simulator, Relister]]:
+    """37 instances at Novita, a relister reading pages of 10 spread over 80 % of
+    `interval`, its first sweep done (it had nothing of ours to count the pages by): the
+    next one takes 4 pages, `interval` / 5 apart."""
     simulator = await simulator_factory(capacity_on_demand=1000)
     unlimited = NovitaClient(
         simulator.base_url, sim_api_key, clock=sim_clock, rate_limit_per_minute=100_000
     )
     async with unlimited as novita:
         for n in range(37):
-            await novita.create_instance(create_request(f"spread-{n}"))
+            await novita.create_instance(create_request(f"paced-{n}"))
         relister = make_relister(
-            database, novita, sim_clock, page_size=10, interval=0.5, spread=0.8
+            database, novita, sim_clock, page_size=10, interval=interval, spread=0.8
         )
-        await relister.sweep()  # the first: nothing of ours to count the pages by
+        await relister.sweep()
+        yield simulator, relister
+
+
+async def test_a_sweep_spreads_its_pages_over_its_interval(
+    database: Database,
+    simulator_factory: SimulatorFactory,
+    sim_clock: ManualClock,
+    sim_api_key: str,
+) -> None:
+    async with paced_relister(
+        database, simulator_factory, sim_clock, sim_api_key, interval=0.5
+    ) as (_, relister):
         started = time.perf_counter()
         await relister.sweep()  # 4 pages over 80 % of 0.5 s: 0.1 s between pages
         second = time.perf_counter() - started
-        simulator.requests_by_path.clear()
     # A lower bound only: the pages waited for their turn, however fast the machine.
     assert second >= 0.3
     assert relister.sweeps == 2
@@ -408,17 +427,9 @@ async def test_stopping_its_loop_ends_a_paced_sweep_at_the_next_page(
     sim_api_key: str,
 ) -> None:
     """A paced sweep lasts most of its interval: a shutdown must not wait for it."""
-    simulator = await simulator_factory(capacity_on_demand=1000)
-    unlimited = NovitaClient(
-        simulator.base_url, sim_api_key, clock=sim_clock, rate_limit_per_minute=100_000
-    )
-    async with unlimited as novita:
-        for n in range(37):
-            await novita.create_instance(create_request(f"stop-{n}"))
-        relister = make_relister(
-            database, novita, sim_clock, page_size=10, interval=600, spread=0.8
-        )
-        await relister.sweep()  # the first: nothing of ours to count the pages by
+    async with paced_relister(
+        database, simulator_factory, sim_clock, sim_api_key, interval=600
+    ) as (simulator, relister):
         # The next sweep: 4 pages over 80 % of 600 s, 120 s between two pages.
         loop = WorkerLoop(relister, idle_interval=5.0, on_stop=relister.interrupt)
         simulator.requests_by_path.clear()
