@@ -351,7 +351,7 @@ class Lifecycle:
             if current.status is not asked.target and current.status in intents.TARGETS[
                 asked.action
             ]:
-                await repo.set_action_intent(conn, instance.id, None)
+                await repo.set_action_intent(conn, instance.id, None, locked=current)
                 return current  # observed further along already
             result = await repo.change_status(
                 conn,
@@ -365,7 +365,7 @@ class Lifecycle:
                 locked=current,
             )
             if result.event is None:
-                await repo.set_action_intent(conn, instance.id, None)
+                await repo.set_action_intent(conn, instance.id, None, locked=result.instance)
         log.info(
             "instance.action", instance_id=instance.id, action=asked.kind, status=asked.target.value
         )

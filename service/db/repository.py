@@ -397,10 +397,19 @@ async def change_status(
 
 
 async def set_action_intent(
-    conn: AsyncConnection, instance_id: str, intent: Mapping[str, Any] | None
+    conn: AsyncConnection,
+    instance_id: str,
+    intent: Mapping[str, Any] | None,
+    *,
+    locked: Instance | None = None,
 ) -> None:
-    """Store (or clear, with None) the action intent of an instance (see service.intents)."""
-    current = await get_instance(conn, instance_id, for_update=True)
+    """Store (or clear, with None) the action intent of an instance (see service.intents).
+
+    A caller that has locked the row in this transaction already passes it as `locked`,
+    as `change_status` takes it, and the read is skipped."""
+    if locked is not None and locked.id != instance_id:
+        raise ValueError(f"the locked row is {locked.id}, not {instance_id}")
+    current = locked or await get_instance(conn, instance_id, for_update=True)
     if intent is None and current.action_intent is None:
         return
     await _update_instance(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from service.clock import ManualClock
+from service import intents
 from service.db import claims
 from service.db import repository as repo
 from service.db.engine import Database
@@ -100,6 +101,43 @@ async def test_a_change_to_the_same_status_is_two_statements_and_records_no_even
     assert sent == ["SELECT", "UPDATE"]
     assert result.event is None
     assert result.instance.provider_status == "pending" and result.instance.version == 2
+
+
+async def test_clearing_the_intent_of_a_row_locked_already_is_one_update(
+    database: Database,
+) -> None:
+    """As `Lifecycle` does once it has locked the row to record the change it asked for."""
+    instance_id = await create(database)
+    intent = intents.new_intent(
+        "stop", source=EventSource.API, kind="stop_requested", reason=None, detail=None, now=T0
+    )
+    async with database.transaction() as conn:
+        await repo.set_action_intent(conn, instance_id, intent)
+    async with database.transaction() as conn:
+        locked = await repo.get_instance(conn, instance_id, for_update=True)
+        with sent_statements(database) as sent:
+            await repo.set_action_intent(conn, instance_id, None, locked=locked)
+    assert sent == ["UPDATE"]
+    cleared = await load(database, instance_id)
+    assert cleared.action_intent is None and cleared.version == locked.version + 1
+
+
+async def test_an_intent_is_not_written_over_a_row_changed_since_it_was_locked(
+    database: Database,
+) -> None:
+    instance_id = await create(database)
+    intent = intents.new_intent(
+        "stop", source=EventSource.API, kind="stop_requested", reason=None, detail=None, now=T0
+    )
+    newer = {**intent, "kind": "stop_requested_again"}
+    async with database.transaction() as conn:
+        await repo.set_action_intent(conn, instance_id, intent)
+        stale = await repo.get_instance(conn, instance_id)
+        await repo.set_action_intent(conn, instance_id, newer)
+    with pytest.raises(RuntimeError, match="changed underneath"):
+        async with database.transaction() as conn:
+            await repo.set_action_intent(conn, instance_id, None, locked=stale)
+    assert (await load(database, instance_id)).action_intent == newer
 
 
 async def test_a_new_instance_is_three_statements(database: Database) -> None:
