@@ -184,6 +184,8 @@ class Database:
         # Plain sqlite3 connections handed out and not yet closed (the leak check).
         self.open_sqlite_connections: set[sqlite3.Connection] = set()
         self.point_reader: InstancePointReader | None = None
+        # What was still open when the database closed (None until then; see close()).
+        self.left_open: list[str] | None = None
         # Called with the notes of each committed transaction that left some.
         self.commit_listeners: list[Callable[[CommitNotes], None]] = []
         # Held by this process's plain-connection writers (the webhook store, and
@@ -353,6 +355,19 @@ class Database:
         return True
 
     async def close(self) -> None:
+        """Close every connection this `Database` opened (closing twice does nothing).
+
+        A connection still checked out of the pool, or a plain SQLite connection still
+        open, at this point is a leak (whoever took it never gave it back): each is
+        logged as a warning, `database.closed_with_connections_open`, and kept in
+        `left_open` (None until closed), which the tests hold to be empty."""
+        if self.left_open is not None:
+            return
+        left_open: list[str] = []
+        pool: Any = self.engine.pool
+        checked_out = pool.checkedout() if self._owns_engine else 0
+        if checked_out:
+            left_open.append(f"{checked_out} pooled connection(s) checked out")
         if self._sync_thread is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._sync_thread, self._close_sync_transactions)
@@ -362,3 +377,9 @@ class Database:
             if self.point_reader is not None:
                 await self.point_reader.close()
             await self.engine.dispose()
+        # The plain SQLite connections of the fast paths are closed by their owners first.
+        if self.open_sqlite_connections:
+            left_open.append(f"{len(self.open_sqlite_connections)} plain SQLite connection(s)")
+        self.left_open = left_open
+        if left_open:
+            log.warning("database.closed_with_connections_open", left_open=left_open)

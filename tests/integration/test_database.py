@@ -90,3 +90,41 @@ async def test_sqlite_reads_run_off_the_event_loop(
         await raw.driver_connection.create_function("thread_id", 0, threading.get_ident)
         ran_on = await conn.scalar(sa.text("SELECT thread_id()"))
     assert ran_on != threading.get_ident()
+
+
+@pytest.mark.leaks_connections
+async def test_closing_with_a_pooled_connection_still_out_notes_and_logs_the_leak(
+    open_database: OpenDatabase, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = open_database(database_url)
+    kept = await database.engine.connect()
+    await database.close()
+    await kept.invalidate()  # closes the driver's connection, the pool being gone
+    await kept.close()
+    assert database.left_open == ["1 pooled connection(s) checked out"]
+    warned = [r.msg for r in caplog.records if r.levelname == "WARNING"]
+    assert [m["event"] for m in warned if isinstance(m, dict)] == [
+        "database.closed_with_connections_open"
+    ]
+
+
+@pytest.mark.leaks_connections
+async def test_closing_with_a_plain_sqlite_connection_open_notes_the_leak(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path}/leak.db")
+    kept = database.open_sqlite_connection()
+    await database.close()
+    kept.close()
+    assert database.left_open == ["1 plain SQLite connection(s)"]
+
+
+async def test_closing_twice_notes_nothing_more(
+    open_database: OpenDatabase, database_url: str
+) -> None:
+    database = open_database(database_url)
+    async with database.read() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    await database.close()
+    await database.close()
+    assert database.left_open == []

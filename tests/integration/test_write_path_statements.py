@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.clock import ManualClock
 from service import intents
+from service.clock import ManualClock
 from service.db import claims
 from service.db import repository as repo
 from service.db.engine import Database

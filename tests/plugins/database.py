@@ -7,21 +7,23 @@ pass while silently skipping PostgreSQL.
 
 The leak check: every connection the service opens comes from its `Database` (the pool,
 or `open_sqlite_connection` for the SQLite fast paths: the point reader, the webhook
-writer), and the `service` fixture runs on the test's database. So when a test's
-database closes, the pool must have no connection checked out, and once it is closed no
-plain SQLite connection may be left open (a leaked connection is a bug). A test that
-needs a `Database` of its own (a second process, options in the URL, a database nobody
-answers for) opens it with the `open_database` fixture, never `Database.from_url`, so
-the same check covers it (`tests/unit/test_leak_check_coverage.py` holds to that).
+writer), and `Database.close()` notes (and logs as a warning) any connection still
+checked out of the pool or plain SQLite connection still open: a leaked connection is a
+bug. Every test fails on such a warning (`no_database_closed_with_connections_open`),
+whichever `Database` it was: a fixture's, the test's own, or one the service opened
+inside an app under test. A test that needs a `Database` of its own (a second process,
+options in the URL, a database nobody answers for) opens it with the `open_database`
+fixture, never `Database.from_url`, so that it is surely closed
+(`tests/unit/test_leak_check_coverage.py` holds to that).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -101,40 +103,40 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Asyn
 
 
 def assert_no_leaked_connections(database: Database) -> None:
+    """Mid-test: no connection of the pool is checked out now."""
     checked_out = database.engine.pool.checkedout()  # type: ignore[attr-defined]
     assert checked_out == 0, f"{checked_out} database connection(s) leaked by the test"
 
 
-class LeakCheckedDatabase(Database):
-    """A `Database` that notes, as it closes, the connections it still had open."""
+class _LeakWarnings(logging.Handler):
+    """Notes every `database.closed_with_connections_open` the service logs."""
 
-    leaks: list[str] | None = None  # None until closed
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[Any] = []
 
-    async def close(self) -> None:
-        if self.leaks is not None:
-            return
-        checked_out = self.engine.pool.checkedout()  # type: ignore[attr-defined]
-        self.leaks = [f"{checked_out} pooled connection(s) checked out"] if checked_out else []
-        await super().close()
-        # The plain SQLite connections of the fast paths are the Database's too: closed
-        # with it, unless whoever opened one never closed it.
-        if self.open_sqlite_connections:
-            self.leaks.append(f"{len(self.open_sqlite_connections)} plain SQLite connection(s)")
+    def emit(self, record: logging.LogRecord) -> None:
+        event = record.msg if isinstance(record.msg, dict) else {}
+        if event.get("event") == "database.closed_with_connections_open":
+            self.seen.append(event.get("left_open"))
 
 
-def assert_closed_without_leaks(database: LeakCheckedDatabase) -> None:
-    assert database.leaks == [], f"connections leaked by the test: {database.leaks}"
+_leak_warnings = _LeakWarnings()
+logging.getLogger(Database.__module__).addHandler(_leak_warnings)
 
 
-@asynccontextmanager
-async def leak_checked(url: str) -> AsyncIterator[Database]:
-    """A `Database` on `url`, closed afterwards, with the leak check."""
-    database = LeakCheckedDatabase.from_url(url)
-    try:
-        yield database
-    finally:
-        await database.close()
-    assert_closed_without_leaks(database)
+@pytest.fixture(autouse=True)
+def no_database_closed_with_connections_open(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every `Database` closed during a test, wherever it was opened (a fixture, the
+    test's own `open_database`, or the service's `open_resources` inside an app under
+    test), closed with nothing left open: `Database.close()` logs each leak. (Not for
+    the tests marked `leaks_connections`, which leak on purpose.)"""
+    before = len(_leak_warnings.seen)
+    yield
+    if request.node.get_closest_marker("leaks_connections"):
+        return
+    leaks = _leak_warnings.seen[before:]
+    assert not leaks, f"a database closed with connections left open: {leaks}"
 
 
 OpenDatabase = Callable[..., Database]
@@ -143,26 +145,26 @@ OpenDatabase = Callable[..., Database]
 @pytest.fixture
 async def open_database() -> AsyncIterator[OpenDatabase]:
     """`open_database(url, **options)`: a `Database` of the test's own (the arguments of
-    `Database.from_url`), closed after the test unless the test closed it, and
-    leak-checked either way."""
-    opened: list[LeakCheckedDatabase] = []
+    `Database.from_url`), closed after the test unless the test closed it."""
+    opened: list[Database] = []
 
     def open_(url: str, **options: Any) -> Database:
-        database = LeakCheckedDatabase.from_url(url, **options)
+        database = Database.from_url(url, **options)
         opened.append(database)
         return database
 
     yield open_
     for database in opened:
         await database.close()
-    for database in opened:
-        assert_closed_without_leaks(database)
 
 
 @pytest.fixture
 async def empty_database(database_url: str) -> AsyncIterator[Database]:
-    async with leak_checked(database_url) as database:
+    database = Database.from_url(database_url)
+    try:
         yield database
+    finally:
+        await database.close()
 
 
 @pytest.fixture
@@ -185,6 +187,9 @@ async def postgres_url() -> AsyncIterator[str]:
 @pytest.fixture
 async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
     """A migrated PostgreSQL database (see `postgres_url`)."""
-    async with leak_checked(postgres_url) as database:
+    database = Database.from_url(postgres_url)
+    try:
         await upgrade_to_head(database.engine)
         yield database
+    finally:
+        await database.close()
