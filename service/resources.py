@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from service.clock import Clock, SystemClock
+from service.db.call_window import SharedCallWindow
 from service.db.engine import Database
 from service.db.migrations import check_schema_is_current, upgrade_to_head
 from service.db.simulator_world import load_world, save_world
@@ -91,6 +92,14 @@ async def _save_world(database: Database, clock: Clock, world: dict[str, Any]) -
     await save_world(database, world, clock.now())
 
 
+def _shared_starts(settings: Settings, database: Database) -> SharedCallWindow | None:
+    """The window the rate limit is shared through: on PostgreSQL, unless turned off. (The
+    built-in simulator is each process's own Novita: it never shares.)"""
+    if database.is_sqlite or not settings.rate_limit_shared:
+        return None
+    return SharedCallWindow(database)
+
+
 @asynccontextmanager
 async def open_resources(
     settings: Settings,
@@ -122,6 +131,7 @@ async def open_resources(
                 api_key=simulator.config.api_keys[0],
                 base_url=simulator.base_url,
                 clock=clock,
+                shared_starts=_shared_starts(settings, database),
             )
         elif built_in:
             # A fresh random key per process: the in-process simulator only answers us.
@@ -144,7 +154,9 @@ async def open_resources(
                 settings, api_key=key, base_url=simulator.base_url, clock=clock
             )
         else:
-            novita = NovitaClient.from_settings(settings, clock=clock)
+            novita = NovitaClient.from_settings(
+                settings, clock=clock, shared_starts=_shared_starts(settings, database)
+            )
         stack.push_async_callback(novita.close)
 
         inbox = InboxWriter(database, clock, max_queue=settings.inbound_queue_size)

@@ -81,7 +81,21 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=600, description="Timeout of one Novita request, seconds."
     )
     rate_limit_per_minute: int = Field(
-        default=100, ge=1, le=100_000, description="Novita requests per minute, this process."
+        default=100,
+        ge=1,
+        le=100_000,
+        description=(
+            "Novita requests per minute: for every process on one PostgreSQL database"
+            " together (see RATE_LIMIT_SHARED), for the one process on SQLite."
+        ),
+    )
+    rate_limit_shared: bool = Field(
+        default=True,
+        description=(
+            "On PostgreSQL, every process on the database shares RATE_LIMIT_PER_MINUTE (one"
+            " Novita account): each start takes a place in a window kept in the database."
+            " false: each process has the whole limit to itself."
+        ),
     )
 
     # Storage

@@ -196,6 +196,16 @@ leases = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
 )
 
+# The Novita requests started in the last minute by every process on this database
+# (PostgreSQL): RATE_LIMIT_PER_MINUTE is one budget for all of them (db/call_window.py).
+novita_call_starts = sa.Table(
+    "novita_call_starts",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Index(None, "started_at"),
+)
+
 # Listing notifications pages through the outbox in (created_at, id) order.
 sa.Index("ix_outbox_created_at_id", outbox.c.created_at, outbox.c.id)
 

@@ -62,7 +62,7 @@ from service.novita.errors import (
     NovitaRateLimitedError,
     translate,
 )
-from service.novita.limiter import Priority, RateLimiter
+from service.novita.limiter import Priority, RateLimiter, SharedStarts
 from service.novita.retry import RetryPolicy
 from service.novita.schemas import (
     Cluster,
@@ -103,6 +103,7 @@ class NovitaClient:
         limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        shared_starts: SharedStarts | None = None,
     ) -> None:
         if not api_key:
             raise ConfigError("a Novita API key is required")
@@ -116,7 +117,7 @@ class NovitaClient:
         self.breaker = breaker or CircuitBreaker(clock=self._clock)
         self._owns_limiter = limiter is None
         self.limiter = limiter or RateLimiter(
-            rate_limit_per_minute, time=self._clock.monotonic, sleep=sleep
+            rate_limit_per_minute, time=self._clock.monotonic, sleep=sleep, shared=shared_starts
         )
         self.retry = retry or RetryPolicy(max_attempts=max_attempts, sleep=sleep)
         self._counters = ClientCounters()
@@ -140,8 +141,10 @@ class NovitaClient:
         session: aiohttp.ClientSession | None = None,
         sleep: Sleep = asyncio.sleep,
         breaker: CircuitBreaker | None = None,
+        shared_starts: SharedStarts | None = None,
     ) -> NovitaClient:
-        """Build from settings; `api_key`/`base_url` override them (e.g. the built-in simulator)."""
+        """Build from settings; `api_key`/`base_url` override them (e.g. the built-in
+        simulator); `shared_starts` is the window of starts the limit is shared through."""
         key = api_key or (
             settings.novita_api_key.get_secret_value() if settings.novita_api_key else None
         )
@@ -157,6 +160,7 @@ class NovitaClient:
             session=session,
             sleep=sleep,
             breaker=breaker,
+            shared_starts=shared_starts,
         )
 
     def __repr__(self) -> str:

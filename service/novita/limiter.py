@@ -23,6 +23,15 @@ Why written here: the rate limiters on PyPI (aiolimiter, limits, pyrate-limiter)
 waiters in arrival order, or do not wait at all, and know no classes; a window of start
 times and a priority queue in front of it are the small piece needed, a few lines each.
 
+Several processes on one PostgreSQL database share one limit: each limiter is then given
+the database's window of starts (`SharedStarts`, service/db/call_window.py) and takes a
+place there too before each start, with its class's headroom, so the limit and the
+headroom hold over every process's starts; within a process the order is still by class.
+(Across processes a class is not served before another; the headroom is what keeps places
+for the more urgent ones.) When that window cannot be reached, the process goes on within
+its own window alone, tries the shared one again `SHARED_RETRY_SECONDS` later, and logs
+the change each way; a database outage stops little else but it, and a 429 still pauses.
+
 A 429 calls `pause()`: until the pause ends every caller waits, whatever its class, the
 429-ed one included. The window and the scheduler run on event-loop time (so tests fake it
 with looptime). The pause runs on the injected `time`/`sleep` pair, the same pair the
@@ -42,6 +51,7 @@ import time as _time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from enum import IntEnum
+from typing import Protocol
 
 import structlog
 
@@ -59,6 +69,17 @@ class Priority(IntEnum):
 
 
 WINDOW_SECONDS = 60.0
+# After the shared window failed, how long a process counts on its own window alone.
+SHARED_RETRY_SECONDS = 5.0
+
+
+class SharedStarts(Protocol):
+    """The starts of every process sharing the limit (service/db/call_window.py)."""
+
+    async def take(self, *, need: int, limit: int, window: float) -> float | None:
+        """Record one start if `need` of the `limit` places in the last `window` seconds
+        are free (None); else the seconds until enough of them are."""
+        ...
 # The share of the window a class leaves free for the classes above it.
 HEADROOM: Mapping[Priority, float] = {
     Priority.URGENT: 0.0,
@@ -74,10 +95,15 @@ class RateLimiter:
         *,
         time: Callable[[], float] = _time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        shared: SharedStarts | None = None,
+        window: float = WINDOW_SECONDS,
     ) -> None:
         if per_minute < 1:
             raise ValueError("per_minute must be at least 1")
         self.per_minute = per_minute
+        self.window = window
+        self.shared = shared
+        self._shared_down_until: float | None = None  # loop time; None while it answers
         self._starts: deque[float] = deque()  # event-loop times of the starts in the window
         # Free places a class needs in the window before it may take one.
         self._needs = {p: 1 + math.floor(per_minute * share) for p, share in HEADROOM.items()}
@@ -103,7 +129,7 @@ class RateLimiter:
         return dict(self._waiting_by_priority)
 
     def started_within(self, seconds: float = WINDOW_SECONDS) -> int:
-        """Requests started in the last `seconds` (at most the window)."""
+        """Requests this process started in the last `seconds` (at most the window)."""
         since = asyncio.get_running_loop().time() - seconds
         return sum(1 for at in self._starts if at > since)
 
@@ -160,22 +186,55 @@ class RateLimiter:
             if turn.done():
                 heapq.heappop(queue)
                 continue
+            # Cleared before deciding: a caller arriving while the shared window answers
+            # sets it again, and the wait below then ends at once.
+            self._arrived.clear()
             now = loop.time()
-            while self._starts and self._starts[0] <= now - WINDOW_SECONDS + 1e-9:
+            while self._starts and self._starts[0] <= now - self.window + 1e-9:
                 self._starts.popleft()
             need = self._needs[Priority(priority)]
             over = len(self._starts) + need - self.per_minute
-            if over <= 0:
-                heapq.heappop(queue)
-                self._starts.append(now)
-                turn.set_result(None)
-                self.granted_by_priority[Priority(priority)] += 1
+            # Until enough starts have left the window (this process's, then everyone's).
+            wait = self._starts[over - 1] + self.window - now if over > 0 else None
+            if wait is None:
+                wait = await self._take_shared(need)
+            if wait is None:
+                # The head may have changed (or given up) while the shared window answered.
+                while queue and queue[0][2].done():
+                    heapq.heappop(queue)
+                if queue:
+                    priority, _order, turn = heapq.heappop(queue)
+                    self._starts.append(loop.time())
+                    turn.set_result(None)
+                    self.granted_by_priority[Priority(priority)] += 1
                 continue
-            # Wait until enough starts have left the window, or a more urgent caller comes.
-            wait = self._starts[over - 1] + WINDOW_SECONDS - now
-            self._arrived.clear()
+            # Wait for the window, or until a more urgent caller comes.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), max(wait, 0.0))
+
+    async def _take_shared(self, need: int) -> float | None:
+        """A place in the shared window: None when taken (or there is none to ask, or it
+        is out of reach: this process's own window then stands alone), else the wait."""
+        if self.shared is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        if self._shared_down_until is not None and now < self._shared_down_until:
+            return None
+        try:
+            wait = await self.shared.take(need=need, limit=self.per_minute, window=self.window)
+        except Exception as exc:  # whatever the database raised: go on alone for a while
+            if self._shared_down_until is None:
+                log.warning(
+                    "limiter.shared_window_unavailable",
+                    error=type(exc).__name__,
+                    retry_seconds=SHARED_RETRY_SECONDS,
+                )
+            self._shared_down_until = now + SHARED_RETRY_SECONDS
+            return None
+        if self._shared_down_until is not None:
+            self._shared_down_until = None
+            log.info("limiter.shared_window_recovered")
+        return wait
 
     async def _wait_out_pause(self, waited_out: float | None) -> float | None:
         """Sleep until the pause ends; return the pause end this caller has slept through."""
