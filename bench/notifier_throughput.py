@@ -1,13 +1,15 @@
 """Notifier throughput: N outbox rows delivered by one notifier to a local receiver.
 
     .venv/bin/python bench/notifier_throughput.py [--rows 5000] [--runs 3]
-        [--concurrency 16] [--per-host 4]
+        [--concurrency 16] [--per-host 16] [--receiver-delay 0]
 
 Each run starts from a fresh, migrated database holding N pending notifications (one per
-instance, all to one receiver on 127.0.0.1 that answers 200 at once), then times one
-notifier calling `run_once` until nothing is due, and checks every row was delivered.
-Reports deliveries per second (median of the runs) on SQLite, and on PostgreSQL too when
-TEST_POSTGRES_URL is set (a scratch database is created and dropped).
+instance, all to one receiver on 127.0.0.1 that answers 200 at once, or after
+`--receiver-delay` seconds: a slow receiver), then times one notifier calling `run_once`
+until nothing is due, and checks every row was delivered. Reports deliveries per second
+(median of the runs) and the most requests the receiver had in hand at once, on SQLite,
+and on PostgreSQL too when TEST_POSTGRES_URL is set (a scratch database is created and
+dropped).
 """
 
 from __future__ import annotations
@@ -40,17 +42,25 @@ from service.domain import InstanceSpec
 from service.settings import Settings
 from service.workers.notifier import Notifier
 
+PER_HOST_DEFAULT = int(Settings.model_fields["notifier_per_host_concurrency"].default)
 SECRET = "whsec_" + base64.b64encode(b"benchmark-signing-key-0123456789").decode()
 
 
 @asynccontextmanager
-async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
-    count = [0]
+async def receiver(delay: float) -> AsyncIterator[tuple[str, list[int]]]:
+    count = [0, 0, 0]  # delivered, in hand now, most in hand at once
 
     async def handle(request: web.Request) -> web.Response:
-        await request.read()
-        count[0] += 1
-        return web.Response(text="ok")
+        count[1] += 1
+        count[2] = max(count[2], count[1])
+        try:
+            await request.read()
+            if delay:
+                await asyncio.sleep(delay)
+            count[0] += 1
+            return web.Response(text="ok")
+        finally:
+            count[1] -= 1
 
     app = web.Application()
     app.router.add_post("/hook", handle)
@@ -108,7 +118,7 @@ async def bench_engine(
 ) -> None:
     args = ARGS
     rates = []
-    async with receiver() as (target, _count):
+    async with receiver(args.receiver_delay) as (target, count):
         for _ in range(args.runs):
             url = await make_url()
             try:
@@ -116,9 +126,12 @@ async def bench_engine(
             finally:
                 await drop(url)
     shown = ", ".join(f"{rate:,.0f}" for rate in rates)
+    # (A receiver that answers at once finishes each request before the next one starts.)
+    in_hand = f"; at most {count[2]} requests in hand at once" if args.receiver_delay else ""
     print(
-        f"{name:<10} rows={args.rows} concurrency={args.concurrency} per_host={args.per_host}: "
-        f"median {statistics.median(rates):,.0f} deliveries/s (runs: {shown})"
+        f"{name:<10} rows={args.rows} concurrency={args.concurrency} per_host={args.per_host} "
+        f"receiver_delay={args.receiver_delay}: median {statistics.median(rates):,.0f} "
+        f"deliveries/s (runs: {shown}){in_hand}"
     )
 
 
@@ -147,6 +160,7 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--per-host", type=int, default=4)
+    parser.add_argument("--per-host", type=int, default=PER_HOST_DEFAULT)
+    parser.add_argument("--receiver-delay", type=float, default=0.0)
     ARGS = parser.parse_args()
     asyncio.run(main())

@@ -200,7 +200,12 @@ class Settings(BaseSettings):
         default=16, ge=1, le=1000, description="Notification deliveries in flight, this process."
     )
     notifier_per_host_concurrency: int = Field(
-        default=4, ge=1, le=1000, description="Notification deliveries in flight per target host."
+        default=16,
+        ge=1,
+        le=1000,
+        description="Notification deliveries in flight per target host (by default one receiver "
+        "may have all NOTIFIER_CONCURRENCY in hand; a receiver that answers one request at a "
+        "time needs this times its time per request under WEBHOOK_TIMEOUT).",
     )
     notifier_claim_ttl: float = Field(
         default=60.0,

@@ -17,6 +17,7 @@ holds none and leaves claims alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,8 +123,52 @@ class ObservationApplier:
         *,
         release_claim: bool,
     ) -> ApplyOutcome:
-        """Apply what Novita said (`None`: it has no such instance) when asked at `asked_at`."""
+        """Apply what Novita said (`None`: it has no such instance) when asked at `asked_at`,
+        in a transaction of its own."""
         await self.recount()
+        async with self._db.transaction() as conn:
+            return await self._apply(conn, instance_id, observed, asked_at, release_claim)
+
+    async def apply_many(
+        self, reads: Sequence[tuple[str, ProviderInstance]], asked_at: datetime
+    ) -> dict[str, ApplyOutcome]:
+        """Apply several reads of one listing (instance id, what Novita said), all in one
+        transaction, rows locked in id order (two processes applying overlapping listings
+        never wait on each other in a cycle). Should any row fail, that transaction is
+        rolled back and each row is applied in a transaction of its own, so one row's
+        failure costs only that row its change (logged; the next read brings it again).
+        Claims are left alone. Returns the outcome of each row applied."""
+        await self.recount()
+        ordered = sorted(reads, key=lambda read: read[0])
+        if not ordered:
+            return {}
+        try:
+            async with self._db.transaction() as conn:
+                return {
+                    instance_id: await self._apply(conn, instance_id, observed, asked_at, False)
+                    for instance_id, observed in ordered
+                }
+        except Exception:
+            log.info("reconcile.batch_apply_failed", rows=len(ordered), exc_info=True)
+        outcomes: dict[str, ApplyOutcome] = {}
+        for instance_id, observed in ordered:
+            try:
+                async with self._db.transaction() as conn:
+                    outcomes[instance_id] = await self._apply(
+                        conn, instance_id, observed, asked_at, False
+                    )
+            except Exception:
+                log.exception("reconcile.apply_failed", instance_id=instance_id)
+        return outcomes
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        instance_id: str,
+        observed: ProviderInstance | None,
+        asked_at: datetime,
+        release_claim: bool,
+    ) -> ApplyOutcome:
         now = self._clock.now()
         observation = observation_of(observed)
         report = Report(
@@ -133,37 +178,35 @@ class ObservationApplier:
             detail=observation_detail(observed, observation),
             port_mappings=port_mappings_of(observed),
         )
-        async with self._db.transaction() as conn:
-            applied = await apply_observation(
-                conn,
-                instance_id,
-                report,
-                now=now,
-                settle_seconds=self.pacing.action_settle,
-                next_check_at=lambda status: now
-                + timedelta(seconds=self.pacing.interval(status)),
+        applied = await apply_observation(
+            conn,
+            instance_id,
+            report,
+            now=now,
+            settle_seconds=self.pacing.action_settle,
+            next_check_at=lambda status: now + timedelta(seconds=self.pacing.interval(status)),
+        )
+        current = applied.before
+        for status, event in applied.recorded:
+            log.info(
+                "reconcile.instance_repaired",
+                instance_id=current.id,
+                from_status=event.from_status,
+                to_status=status.value,
+                provider_status=observation.status,
+                reason=event.reason,
             )
-            current = applied.before
-            for status, event in applied.recorded:
-                log.info(
-                    "reconcile.instance_repaired",
-                    instance_id=current.id,
-                    from_status=event.from_status,
-                    to_status=status.value,
-                    provider_status=observation.status,
-                    reason=event.reason,
-                )
-            if applied.verdict is Verdict.TERMINAL:
-                return ApplyOutcome()
-            if applied.verdict is Verdict.STALE:
-                # Something newer (a webhook) was applied while we were asking.
-                await self._hand_back(conn, current, None, release_claim)
-                return ApplyOutcome()
-            if applied.verdict in (Verdict.SUPERSEDED, Verdict.REFUSED, Verdict.RESEND_DELETE):
-                await self._hand_back(conn, current, now, release_claim)
-                return ApplyOutcome(resend_delete=applied.verdict is Verdict.RESEND_DELETE)
-            if release_claim:
-                await claims.release(conn, instance_id, owner=self.owner, failed_attempts=0)
+        if applied.verdict is Verdict.TERMINAL:
+            return ApplyOutcome()
+        if applied.verdict is Verdict.STALE:
+            # Something newer (a webhook) was applied while we were asking.
+            await self._hand_back(conn, current, None, release_claim)
+            return ApplyOutcome()
+        if applied.verdict in (Verdict.SUPERSEDED, Verdict.REFUSED, Verdict.RESEND_DELETE):
+            await self._hand_back(conn, current, now, release_claim)
+            return ApplyOutcome(resend_delete=applied.verdict is Verdict.RESEND_DELETE)
+        if release_claim:
+            await claims.release(conn, instance_id, owner=self.owner, failed_attempts=0)
         return ApplyOutcome(changed=bool(applied.recorded), status=applied.status)
 
     async def _hand_back(
@@ -237,17 +280,6 @@ def observation_detail(
             "message": observed.status_error.message,
         }
     return detail
-
-
-def apply_order(current: Instance, observed: ProviderInstance) -> int:
-    """Which changes of a listing to apply first (lower first): those that make an
-    instance `running` (readiness probes it as soon as that is recorded), then other
-    changes of status, then the rest (provider status, ports)."""
-    observation = observation_of(observed)
-    target = map_provider_status(current.status, observation).target or current.status
-    if target is current.status:
-        return 2
-    return 0 if target is Status.RUNNING else 1
 
 
 def differs(current: Instance, observed: ProviderInstance) -> bool:

@@ -1,8 +1,9 @@
 """The readiness worker: `running` → `ready` once the app answers; `failed` if it never does.
 
-Each batch reads the `running` rows, probes those due, and records the verdict through
-`change_status` (source `reconciler`). When a probe is due (`next_probe_at` on the row,
-so every process keeps to one pace per instance):
+Each batch reads the `running` rows, probes those due (all at once, up to the prober's
+concurrency), and records the verdicts through `change_status` (source `reconciler`),
+all in one transaction (each in one of its own should one fail). When a probe is due
+(`next_probe_at` on the row, so every process keeps to one pace per instance):
 
 - at once when an instance is recorded `running`, by a poll, the relist or a webhook:
   the commit leaves a note (`provider_truth.RUNNING_OBSERVED`) that wakes this worker;
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import Clock
 from service.db import claims, sweeps
@@ -192,7 +194,8 @@ class ReadinessWorker:
                 # Each one's own pace is set with its verdict (`_conclude`).
                 probe_again_at=now + timedelta(seconds=self.config.first_retry),
             )
-        claimed = [await self._with_endpoints(i) for i in claimed]
+        # Endpoint reads (rare: a webhook said `running`) go out together, like the probes.
+        claimed = list(await asyncio.gather(*(self._with_endpoints(i) for i in claimed)))
         plans = {i.id: probe_targets(i.port_mappings, i.readiness, i.ports) for i in claimed}
         jobs = {
             i.id: (targets, readiness_path(i.readiness))
@@ -201,12 +204,47 @@ class ReadinessWorker:
         }
         results = await self.prober.probe_many(jobs)
         self.probes += sum(len(found) for found in results.values())
-        for instance in claimed:
-            try:
-                await self._conclude(instance, plans[instance.id], results.get(instance.id, []))
-            except Exception:  # one row's failure must not cost the others their verdict
-                log.exception("readiness.record_failed", instance_id=instance.id)
+        verdicts = [
+            (instance, plans[instance.id], results.get(instance.id, [])) for instance in claimed
+        ]
+        await self._record_verdicts(verdicts)
         return len(claimed)
+
+    async def _record_verdicts(
+        self, verdicts: list[tuple[Instance, list[ProbeTarget] | None, list[ProbeResult]]]
+    ) -> None:
+        """Record the batch's verdicts in one transaction, rows locked in id order. Should
+        any row fail, that transaction is rolled back and each verdict is recorded in a
+        transaction of its own: one row's failure must not cost the others their verdict."""
+        ordered = sorted(verdicts, key=lambda verdict: verdict[0].id)
+        concluded: list[tuple[Instance, Status | None, list[ProbeResult]]] = []
+        try:
+            async with self._db.transaction() as conn:
+                for instance, targets, results in ordered:
+                    status = await self._conclude(conn, instance, targets, results)
+                    concluded.append((instance, status, results))
+        except Exception:
+            log.info("readiness.batch_record_failed", instances=len(ordered), exc_info=True)
+            concluded = []
+            for instance, targets, results in ordered:
+                try:
+                    async with self._db.transaction() as conn:
+                        status = await self._conclude(conn, instance, targets, results)
+                except Exception:
+                    log.exception("readiness.record_failed", instance_id=instance.id)
+                    continue
+                concluded.append((instance, status, results))
+        for instance, status, results in concluded:
+            if status is Status.READY:
+                self.ready_total += 1
+                log.info("readiness.ready", instance_id=instance.id)
+            elif status is Status.FAILED:
+                self.timed_out_total += 1
+                log.warning(
+                    "readiness.startup_timeout",
+                    instance_id=instance.id,
+                    probes=[r.summary() for r in results],
+                )
 
     async def _with_endpoints(self, instance: Instance) -> Instance:
         """The instance, its port endpoints read from Novita first when a port to probe has
@@ -236,59 +274,54 @@ class ReadinessWorker:
 
     async def _conclude(
         self,
+        conn: AsyncConnection,
         instance: Instance,
         targets: list[ProbeTarget] | None,
         results: list[ProbeResult],
-    ) -> None:
+    ) -> Status | None:
+        """Record one verdict; returns the status recorded (None: none, probe again)."""
         self._report_refusals(instance, results)
         passed = targets == [] or (bool(results) and all(r.passed for r in results))
         now = self._clock.now()
         deadline = (instance.running_at or now) + timedelta(seconds=self.config.startup_timeout)
         detail = {"probes": [r.summary() for r in results]}
-        async with self._db.transaction() as conn:
-            current = await repo.get_instance(conn, instance.id, for_update=True)
-            same_run = (
-                current.status is Status.RUNNING and current.running_at == instance.running_at
+        recorded: Status | None = None
+        current = await repo.get_instance(conn, instance.id, for_update=True)
+        same_run = current.status is Status.RUNNING and current.running_at == instance.running_at
+        if same_run and passed:
+            changes = {"next_check_at": current.next_check_at} if current.next_check_at else {}
+            await repo.change_status(
+                conn,
+                instance.id,
+                Status.READY,
+                source=EventSource.RECONCILER,
+                kind="ready",
+                now=now,
+                detail=detail if targets else {"probes": [], "note": "no port to probe"},
+                changes=changes,
+                locked=current,
             )
-            if same_run and passed:
-                changes = {"next_check_at": current.next_check_at} if current.next_check_at else {}
-                await repo.change_status(
-                    conn,
-                    instance.id,
-                    Status.READY,
-                    source=EventSource.RECONCILER,
-                    kind="ready",
-                    now=now,
-                    detail=detail if targets else {"probes": [], "note": "no port to probe"},
-                    changes=changes,
-                    locked=current,
-                )
-                note_after_commit(conn, NOTIFICATIONS_QUEUED, instance.id)
-                self.ready_total += 1
-                log.info("readiness.ready", instance_id=instance.id)
-            elif same_run and now >= deadline:
-                await repo.change_status(
-                    conn,
-                    instance.id,
-                    Status.FAILED,
-                    source=EventSource.RECONCILER,
-                    kind="startup_timeout",
-                    reason=STARTUP_TIMEOUT,
-                    now=now,
-                    detail={**detail, "startupTimeout": self.config.startup_timeout},
-                    locked=current,
-                )
-                note_after_commit(conn, NOTIFICATIONS_QUEUED, instance.id)
-                self.timed_out_total += 1
-                log.warning(
-                    "readiness.startup_timeout",
-                    instance_id=instance.id,
-                    probes=detail["probes"],
-                )
-            elif same_run:
-                again = now + timedelta(seconds=self._probe_again_in(instance, now))
-                await sweeps.probe_again_at(conn, instance.id, again)
-            await claims.release(conn, instance.id, owner=self.owner)
+            note_after_commit(conn, NOTIFICATIONS_QUEUED, instance.id)
+            recorded = Status.READY
+        elif same_run and now >= deadline:
+            await repo.change_status(
+                conn,
+                instance.id,
+                Status.FAILED,
+                source=EventSource.RECONCILER,
+                kind="startup_timeout",
+                reason=STARTUP_TIMEOUT,
+                now=now,
+                detail={**detail, "startupTimeout": self.config.startup_timeout},
+                locked=current,
+            )
+            note_after_commit(conn, NOTIFICATIONS_QUEUED, instance.id)
+            recorded = Status.FAILED
+        elif same_run:
+            again = now + timedelta(seconds=self._probe_again_in(instance, now))
+            await sweeps.probe_again_at(conn, instance.id, again)
+        await claims.release(conn, instance.id, owner=self.owner)
+        return recorded
 
     def _report_refusals(self, instance: Instance, results: list[ProbeResult]) -> None:
         refused = [r for r in results if r.refused]

@@ -15,8 +15,9 @@ Novita's reads are the truth; webhooks only make us look sooner.
 - Transitional instances by listing: when one list call per page of the provider's
   instances is fewer calls than one read per transitional instance (a few pages, many
   instances in transition), a round lists them instead (TRANSITIONAL priority), applies
-  what changed (what makes an instance `running` first: readiness probes it as soon as
-  that is recorded), and pushes the seen rows' own polls back by two rounds. While
+  what changed in one transaction (`ObservationApplier.apply_many`: readiness probes the
+  rows it made `running` as soon as it commits), and pushes the seen rows' own polls back by two
+  rounds. While
   listings go on, transitional rows are read one by one only right after a listing, and
   only those it did not see (a row created since the last listing waits for the next
   one instead of costing a read of its own); once listings stop (or fail), they soon are.
@@ -59,7 +60,7 @@ from service.resources import Resources
 from service.settings import Settings
 from service.workers.call_budget import CallBudget, RateMeter
 from service.workers.loop import Figures, WorkerLoop
-from service.workers.observe import ObservationApplier, Pacing, apply_order, differs
+from service.workers.observe import ObservationApplier, Pacing, differs
 
 log = structlog.get_logger(__name__)
 
@@ -282,9 +283,11 @@ class Reconciler:
             rows.update((i.novita_instance_id, i) for i in fresh if i.novita_instance_id)
         watched = [(rows[item.id], item) for item in items if item.id in rows]
         seen = [row.id for row, _item in watched]
-        changed = [(row, item) for row, item in watched if differs(row, item)]
-        for row, item in sorted(changed, key=lambda pair: apply_order(*pair)):
-            await self.applier.apply(row.id, item, asked_at, release_claim=False)
+        # Every change this listing brings in one transaction: the rows it makes `running`
+        # reach readiness together, without one commit each.
+        await self.applier.apply_many(
+            [(row.id, item) for row, item in watched if differs(row, item)], asked_at
+        )
         self._listed = len(items)
         self.listings += 1
         now = self._clock.now()

@@ -433,6 +433,26 @@ async def test_two_notifiers_never_deliver_the_same_row_at_once(
     assert set(statuses) == {"delivered"}
 
 
+async def test_deliveries_in_flight_are_capped_per_target_host(
+    database: Database, clock: ManualClock, receiver: WebhookReceiver
+) -> None:
+    """NOTIFIER_PER_HOST_CONCURRENCY bounds what one receiver has in hand at once: a batch
+    takes that many rows per host (two names of one receiver are two hosts to the cap)."""
+    receiver.delay = 0.02
+    for index in range(10):
+        await create_instance(database, clock, receiver.url("/a"), name=f"a{index}")
+        other = receiver.url("/b").replace("127.0.0.1", "localhost")
+        await create_instance(database, clock, other, name=f"b{index}")
+    settings = make_settings(notifier_concurrency=16, notifier_per_host_concurrency=3)
+    async with Notifier(database=database, settings=settings, clock=clock, owner="a") as notifier:
+        assert await notifier.run_once() == 6, "three to each host"
+        batches = 1
+        while await notifier.run_once():
+            batches += 1
+    assert len(receiver.received) == 20
+    assert batches == 4  # ceil(10 / 3) batches for each host, side by side
+
+
 async def test_listing_pages_filters_and_redelivery_rules(
     database: Database, clock: ManualClock, receiver: WebhookReceiver, notifier: Notifier
 ) -> None:
