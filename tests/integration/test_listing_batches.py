@@ -9,11 +9,13 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from service.clock import ManualClock
 from service.db import repository as repo
 from service.db.engine import NOTIFICATIONS_QUEUED, CommitNotes, Database
+from service.db.models import instance_events, instances, outbox
 from service.domain import Status
 from service.novita import NovitaClient
 from service.simulator import Simulator
@@ -137,6 +139,7 @@ async def test_one_row_that_cannot_be_applied_costs_the_others_nothing(
     with capture_logs() as logs:
         outcomes = await reconciler.applier.apply_many(reads, sim_clock.now())
     assert "no-such-instance" not in outcomes
+    assert [entry["event"] for entry in logs].count("reconcile.batch_apply_failed") == 1
     failed = [entry["instance_id"] for entry in logs if entry["event"] == "reconcile.apply_failed"]
     assert failed == ["no-such-instance"]
     for instance_id in ids:
@@ -174,3 +177,61 @@ async def test_a_listing_applied_late_or_never_still_ends_in_the_right_record(
         assert (await load(database, instance_id)).status is Status.RUNNING
         assert len(await events(database, instance_id)) == recorded[instance_id]
         assert (await notification_types(database, instance_id))["instance.running"] == 1
+
+
+async def test_a_verdict_that_cannot_be_recorded_costs_the_others_nothing(
+    database: Database,
+    simulator: Simulator,
+    sim_clock: ManualClock,
+    provisioner: Provisioner,
+    reconciler: Reconciler,
+) -> None:
+    """One instance of the batch is purged while its app is being probed: the batch's
+    transaction fails on it, and every other verdict is still recorded, once."""
+    ids = await submitted(database, simulator, sim_clock, provisioner)
+    await listed_until_running(database, simulator, sim_clock, reconciler, ids)
+    gone = ids[2]
+
+    async def purge_while_probed(request: web.Request) -> web.Response:
+        async with database.transaction() as conn:
+            for table, column in (
+                (outbox, outbox.c.instance_id),
+                (instance_events, instance_events.c.instance_id),
+                (instances, instances.c.id),
+            ):
+                await conn.execute(table.delete().where(column == gone))
+        return web.Response(text="up")
+
+    app = web.Application()
+    app.router.add_get("/", purge_while_probed)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        mappings = [
+            {**m, "endpoint": endpoint} for m in (await load(database, gone)).port_mappings
+        ]
+        async with database.transaction() as conn:
+            await conn.execute(
+                instances.update().where(instances.c.id == gone).values(port_mappings=mappings)
+            )
+        readiness = make_readiness(database, sim_clock)
+        with capture_logs() as logs:
+            assert await readiness.run_once() == COUNT
+    finally:
+        await runner.cleanup()
+
+    events_logged = [e["event"] for e in logs]
+    assert events_logged.count("readiness.batch_record_failed") == 1, "one try for the batch"
+    failed = [e.get("instance_id") for e in logs if e["event"] == "readiness.record_failed"]
+    assert failed == [gone]
+    assert readiness.ready_total == COUNT - 1
+    for instance_id in ids:
+        if instance_id == gone:
+            continue
+        assert (await load(database, instance_id)).status is Status.READY
+        moves = Counter(e.to_status for e in await events(database, instance_id))
+        assert moves[Status.READY] == 1
+        assert (await notification_types(database, instance_id))["instance.ready"] == 1
