@@ -168,6 +168,63 @@ def claim(
     return [StoredWebhook(*row) for row in conn.execute(query)]
 
 
+# PostgreSQL: the claim that also settles, server-side, every event the applier needs
+# nothing more for: a type it does not apply, no instance id, or an instance we do not
+# know (the outcomes `applier._triage` gives, decided as it would on the rows of that
+# moment). Those are marked in the same statement and come back as (received_at, outcome)
+# only, so Python never handles them; the rest come back whole, to be triaged again on the
+# instance rows the applier then reads under lock.
+_PG_CLAIM_TRIAGED = """
+WITH claimed AS (
+    SELECT id, webhook_id, received_at, event_type, provider_instance_id, payload,
+        CASE
+            WHEN event_type <> ALL($3::text[]) THEN 'ignored_type'
+            WHEN provider_instance_id IS NULL THEN 'no_instance_id'
+            WHEN NOT EXISTS (
+                SELECT FROM instances
+                WHERE instances.novita_instance_id = inbound_webhooks.provider_instance_id
+            ) THEN 'unknown_instance'
+        END AS settled
+    FROM inbound_webhooks WHERE processed_at IS NULL
+    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE inbound_webhooks SET processed_at = $2::timestamptz, outcome = claimed.settled
+    FROM claimed WHERE inbound_webhooks.id = claimed.id AND claimed.settled IS NOT NULL
+)
+SELECT id, webhook_id, received_at, event_type, provider_instance_id, payload::text
+FROM claimed WHERE settled IS NULL
+UNION ALL
+SELECT NULL, settled, received_at, NULL, NULL, NULL FROM claimed WHERE settled IS NOT NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """An event the claim gave its outcome to (PostgreSQL's `claim_settling`)."""
+
+    received_at: datetime
+    outcome: str
+
+
+def claim_settling(
+    conn: sa.Connection, *, limit: int, now: datetime, applied_types: Sequence[str]
+) -> tuple[list[StoredWebhook], list[Settled]]:
+    """PostgreSQL: `claim`, with every event that needs no instance read settled and
+    marked processed at `now` in the same statement (see `_PG_CLAIM_TRIAGED`). Returns the
+    events left to apply, oldest first, and the ones settled."""
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    events: list[StoredWebhook] = []
+    settled: list[Settled] = []
+    for row in conn.exec_driver_sql(_PG_CLAIM_TRIAGED, (limit, now, list(applied_types))):
+        if row[0] is None:
+            settled.append(Settled(row[2], row[1]))
+        else:
+            events.append(StoredWebhook(*row))
+    events.sort(key=lambda event: event.id)
+    return events, settled
+
+
 async def claim_unprocessed(conn: AsyncConnection, *, limit: int) -> list[StoredWebhook]:
     """The oldest unapplied events, locked for this transaction (others skip them)."""
     return await conn.run_sync(lambda sync: claim(sync, limit=limit))

@@ -41,6 +41,8 @@ from service.workers.provider_truth import (
 log = structlog.get_logger(__name__)
 
 STATUS_EVENTS = frozenset({"instance.status_changed", "instance.spot_reclaim"})
+# Every event type the applier acts on; any other is `ignored_type`.
+APPLIED_TYPES = tuple(sorted({*STATUS_EVENTS, "instance.ready"}))
 # Seconds the applier rests after a batch that did work (see build_applier_loop).
 BUSY_PAUSE = 0.05
 # On a SQLite file: about how long one pass may hold the write lock that the webhook
@@ -109,6 +111,8 @@ class _Pass:
 
     outcomes: dict[int, str] = field(default_factory=dict)
     deferred: list[int] = field(default_factory=list)
+    # Events the claim itself gave an outcome (PostgreSQL: `inbox.claim_settling`).
+    settled: int = 0
     # Seconds from stored to marked, of each event given an outcome (recorded once committed).
     lags: list[float] = field(default_factory=list)
 
@@ -117,13 +121,22 @@ def _apply_pass(conn: sa.Connection, *, limit: int, now: datetime, clock: Clock)
     """Claim up to `limit` events and decide each on the rows read (and locked) once for
     the batch; write what confirms a status in one statement and mark the outcomes.
     Synchronous, so it runs as one unit on a thread (SQLite file) or through `run_sync`."""
-    events = inbox.claim(conn, limit=limit)
+    done = _Pass()
+    if conn.dialect.name == "postgresql":
+        # The events that need no instance read are settled by the claim itself.
+        claimed_at = clock.now()
+        events, settled = inbox.claim_settling(
+            conn, limit=limit, now=claimed_at, applied_types=APPLIED_TYPES
+        )
+        done.settled = len(settled)
+        done.lags = [(claimed_at - event.received_at).total_seconds() for event in settled]
+    else:
+        events = inbox.claim(conn, limit=limit)
     rows = provider_facts.by_novita_id(
         conn,
         sorted({e.provider_instance_id for e in events if e.provider_instance_id}),
         for_update=True,
     )
-    done = _Pass()
     read_version: dict[str, int] = {}  # of each row confirmed: the version written over
     waiting: set[str] = set()  # instances with a deferred event: their later ones wait too
     for event in events:
@@ -161,7 +174,7 @@ def _apply_pass(conn: sa.Connection, *, limit: int, now: datetime, clock: Clock)
     # Stamped as the batch is marked, so `processed_at - received_at` is the lag.
     marked_at = clock.now()
     inbox.mark(conn, done.outcomes, now=marked_at)
-    done.lags = _lags(events, done.outcomes, marked_at)
+    done.lags += _lags(events, done.outcomes, marked_at)
     return done
 
 
@@ -171,7 +184,7 @@ def _lags(events: list[StoredWebhook], marked: Mapping[int, str], at: datetime) 
 
 def _triage(event: StoredWebhook, known: Mapping[str, ProviderFacts]) -> str | None:
     """The outcome of an event that needs no state change, else None."""
-    if event.event_type not in STATUS_EVENTS and event.event_type != "instance.ready":
+    if event.event_type not in APPLIED_TYPES:
         return "ignored_type"
     if event.provider_instance_id is None:
         return "no_instance_id"
@@ -265,7 +278,7 @@ class InboxApplier:
         for seconds in lags:
             self.lag.observe(seconds)
         self.applied += sum(outcome == "applied" for outcome in outcomes.values())
-        return len(done.outcomes) + len(done.deferred)
+        return len(done.outcomes) + len(done.deferred) + done.settled
 
     async def _apply_deferred(self, conn: AsyncConnection, ids: list[int], now: datetime) -> _Pass:
         """Each event through `apply_observation`, in order, each in a savepoint (one bad

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from service.domain import EventSource, Status
 from service.workers import applier as applier_module
 from service.workers.applier import InboxApplier
 from tests.support.provisioning import add_instance, events, load
+from tests.support.statements import sent_statements
 
 T0 = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 # (Novita status, seconds after T0 it was observed), in the order the webhooks arrive.
@@ -190,3 +192,66 @@ async def test_on_a_sqlite_file_a_pass_takes_what_fits_its_time_and_full_ones_fo
     assert await outcomes(database, stored) == ["unknown_instance"] * 100
     assert applier.seconds_per_event != applier_module.PASS_SECONDS / 30, "measured again"
     assert applier_module.MIN_BATCH <= applier.pass_limit() <= applier.batch_size
+
+
+async def test_events_needing_no_instance_are_settled_by_the_claim_itself(
+    database: Database,
+) -> None:
+    """An event of a type not applied, one without an instance id and one about an instance
+    we do not know get their outcomes, lag and stamp like the others; on PostgreSQL the
+    claim statement settles them, so a batch of only those is one statement."""
+    clock = ManualClock(T0 - timedelta(minutes=1))
+    await running_instance(database, clock, "novita-known")
+    clock.advance(70)
+    odd = [
+        InboxRecord(f"msg_{uuid.uuid4().hex}", "instance.billing", "novita-known", "{}"),
+        InboxRecord(f"msg_{uuid.uuid4().hex}", "instance.status_changed", None, "{}"),
+        InboxRecord(
+            f"msg_{uuid.uuid4().hex}",
+            "instance.status_changed",
+            "novita-nobody",
+            json.dumps({"data": {"instanceId": "novita-nobody", "status": "running"}}),
+        ),
+    ]
+    async with database.transaction() as conn:
+        await inbox.store_batch(conn, odd, now=clock.now())
+    settled = [record.webhook_id for record in odd]
+    clock.advance(3)
+    applier = InboxApplier(database, clock)
+    with sent_statements(database) as sent:
+        assert await applier.run_once() == 3
+    assert await outcomes(database, settled) == [
+        "ignored_type",
+        "no_instance_id",
+        "unknown_instance",
+    ]
+    if database.dialect == "postgresql":
+        assert sent == ["WITH"]
+    assert (applier.lag.count, applier.lag.sum) == (3, 9.0)
+
+    # Mixed with events to apply, in one batch: each still gets its own outcome.
+    mixed = [
+        await store(database, clock, "novita-known", "running", 5),
+        await store(database, clock, "novita-nobody", "running", 5),
+        await store(database, clock, "novita-known", "exited", 6),
+    ]
+    async with database.transaction() as conn:
+        await inbox.store_batch(conn, [replace(odd[0], webhook_id="msg_late")], now=clock.now())
+    assert await applier.run_once() == 4
+    assert await outcomes(database, [*mixed, "msg_late"]) == [
+        "unchanged",
+        "unknown_instance",
+        "applied",
+        "ignored_type",
+    ]
+    assert applier.lag.count == 7
+    async with database.read() as conn:
+        assert await inbox.backlog(conn) == (0, None)
+        stamps = (
+            await conn.execute(
+                sa.select(inbound_webhooks.c.processed_at).where(
+                    inbound_webhooks.c.webhook_id.in_(settled)
+                )
+            )
+        ).scalars()
+        assert set(stamps) == {T0 + timedelta(seconds=13)}
