@@ -142,23 +142,33 @@ class ObservationApplier:
         ordered = sorted(reads, key=lambda read: read[0])
         if not ordered:
             return {}
+        # What was recorded is logged once committed: a batch rolled back is applied again.
+        repairs: list[dict[str, Any]] = []
         try:
             async with self._db.transaction() as conn:
-                return {
-                    instance_id: await self._apply(conn, instance_id, observed, asked_at, False)
+                outcomes = {
+                    instance_id: await self._apply(
+                        conn, instance_id, observed, asked_at, False, repairs
+                    )
                     for instance_id, observed in ordered
                 }
         except Exception:
             log.info("reconcile.batch_apply_failed", rows=len(ordered), exc_info=True)
-        outcomes: dict[str, ApplyOutcome] = {}
+        else:
+            _log_repairs(repairs)
+            return outcomes
+        outcomes = {}
         for instance_id, observed in ordered:
+            repairs = []
             try:
                 async with self._db.transaction() as conn:
                     outcomes[instance_id] = await self._apply(
-                        conn, instance_id, observed, asked_at, False
+                        conn, instance_id, observed, asked_at, False, repairs
                     )
             except Exception:
                 log.exception("reconcile.apply_failed", instance_id=instance_id)
+                continue
+            _log_repairs(repairs)
         return outcomes
 
     async def _apply(
@@ -168,7 +178,10 @@ class ObservationApplier:
         observed: ProviderInstance | None,
         asked_at: datetime,
         release_claim: bool,
+        repairs: list[dict[str, Any]] | None = None,
     ) -> ApplyOutcome:
+        """Apply one read in `conn`'s transaction; each change recorded is logged, or added
+        to `repairs` for the caller to log once its transaction has committed."""
         now = self._clock.now()
         observation = observation_of(observed)
         report = Report(
@@ -187,15 +200,20 @@ class ObservationApplier:
             next_check_at=lambda status: now + timedelta(seconds=self.pacing.interval(status)),
         )
         current = applied.before
-        for status, event in applied.recorded:
-            log.info(
-                "reconcile.instance_repaired",
-                instance_id=current.id,
-                from_status=event.from_status,
-                to_status=status.value,
-                provider_status=observation.status,
-                reason=event.reason,
-            )
+        recorded = [
+            {
+                "instance_id": current.id,
+                "from_status": event.from_status,
+                "to_status": status.value,
+                "provider_status": observation.status,
+                "reason": event.reason,
+            }
+            for status, event in applied.recorded
+        ]
+        if repairs is None:
+            _log_repairs(recorded)
+        else:
+            repairs += recorded
         if applied.verdict is Verdict.TERMINAL:
             return ApplyOutcome()
         if applied.verdict is Verdict.STALE:
@@ -239,6 +257,11 @@ class ObservationApplier:
         log.warning(
             "reconcile.delete_resent", instance_id=instance_id, novita_instance_id=novita_id
         )
+
+
+def _log_repairs(repairs: list[dict[str, Any]]) -> None:
+    for fields in repairs:
+        log.info("reconcile.instance_repaired", **fields)
 
 
 def observation_of(observed: ProviderInstance | None) -> Observation:

@@ -142,6 +142,11 @@ async def test_one_row_that_cannot_be_applied_costs_the_others_nothing(
     assert [entry["event"] for entry in logs].count("reconcile.batch_apply_failed") == 1
     failed = [entry["instance_id"] for entry in logs if entry["event"] == "reconcile.apply_failed"]
     assert failed == ["no-such-instance"]
+    # Applied twice (the batch, rolled back, then each alone), logged once: when committed.
+    repaired = Counter(
+        entry["instance_id"] for entry in logs if entry["event"] == "reconcile.instance_repaired"
+    )
+    assert repaired == dict.fromkeys(ids, 1)
     for instance_id in ids:
         assert outcomes[instance_id].status is Status.RUNNING
         assert (await load(database, instance_id)).status is Status.RUNNING
