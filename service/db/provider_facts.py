@@ -37,6 +37,10 @@ class ProviderFacts:
         return self.status in TERMINAL_STATUSES
 
 
+# Status by its stored value: a dictionary lookup, where `Status(value)` goes through
+# the Enum machinery for each row (an unknown value still raises, as KeyError).
+_STATUS = {status.value: status for status in Status}
+
 _COLUMNS = (
     instances.c.id,
     instances.c.novita_instance_id,
@@ -64,7 +68,7 @@ def by_novita_id(
     if conn.dialect.name == "sqlite":  # no row locks: the write transaction is the lock
         rows = sqlite_applier_rows.facts(conn, novita_ids)
         return {
-            novita_id: ProviderFacts(row_id, novita_id, Status(status), provider, seen, at, v)
+            novita_id: ProviderFacts(row_id, novita_id, _STATUS[status], provider, seen, at, v)
             for row_id, novita_id, status, provider, seen, at, v in rows
         }
     read: Iterable[Sequence[Any]]
