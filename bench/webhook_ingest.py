@@ -12,7 +12,8 @@ of the webhooks report on those (the applier locks and updates their rows), the 
 instances the service does not know. Then runs rounds: in each, wrk (pinned to CPU 1)
 replays fresh pre-signed, unique Standard Webhooks requests against every target in turn,
 so the figures of one round share the machine's state of the moment. Prints each round
-(with the inbox backlog, events stored but not yet applied, after it), the medians, and
+(with each process's own CPU time per request, workers included, on PostgreSQL its
+backends' too, and the inbox backlog, events stored but not yet applied, after it), the medians, and
 each target's median share of the bare endpoint's rate. Last, each target with workers
 gets a run paced at half its median rate, and the applier's lag (webhook stored and
 acknowledged → applied, `received_at` → `processed_at`) is read back from the inbox:
@@ -230,6 +231,10 @@ class Target:
     workers: bool = False
     rates: list[float] = field(default_factory=list)
     p99s: list[float] = field(default_factory=list)
+    # The process's CPU microseconds per request answered, each run.
+    cpu_us: list[float] = field(default_factory=list)
+    # PostgreSQL: its backends' CPU microseconds per request, each run.
+    server_us: list[float] = field(default_factory=list)
 
 
 def start(
@@ -252,7 +257,7 @@ def start(
     return Target(name, port, process, database_url, workers)
 
 
-async def _inbox_query(url: str, query: sa.Select[Any]) -> list[Any]:
+async def _inbox_query(url: str, query: sa.Executable) -> list[Any]:
     database = Database.from_url(url)
     try:
         async with database.read() as conn:
@@ -279,6 +284,27 @@ def lags(target: Target, since: datetime) -> list[float]:
     return [(done - stored).total_seconds() * 1000 for stored, done in rows]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, every thread included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(target: Target) -> dict[int, float]:
+    """PostgreSQL: CPU seconds used so far by each server process connected to the
+    target's database (its backends; not the server's shared background processes)."""
+    if target.database_url is None or not target.database_url.startswith("postgresql"):
+        return {}
+    query = sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    used = {}
+    for (pid,) in asyncio.run(_inbox_query(target.database_url, query)):
+        try:
+            used[pid] = cpu_seconds(pid)
+        except OSError:  # ended meanwhile
+            pass
+    return used
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -295,16 +321,36 @@ def measure(targets: list[Target], args: argparse.Namespace, work: Path) -> None
         lua_script(script, int(args.requests), known=args.known, known_share=args.known_share)
         line = []
         for target in targets:
+            used = cpu_seconds(target.process.pid)
+            server_before = server_cpu(target)
             rate, p99 = run_wrk(target.port, script, args.duration, args.connections)
+            requests = rate * args.duration
+            cpu_us = (cpu_seconds(target.process.pid) - used) * 1e6 / requests
+            server = server_cpu(target)
+            server_us = sum(t - server_before.get(pid, 0.0) for pid, t in server.items())
+            server_us *= 1e6 / requests
             target.rates.append(rate)
             target.p99s.append(p99)
-            left = f", backlog {backlog(target):,}" if target.workers else ""
-            line.append(f"{target.name} {rate:,.0f}/s p99 {p99:.1f} ms{left}")
+            target.cpu_us.append(cpu_us)
+            if server:
+                target.server_us.append(server_us)
+            figures = f"{rate:,.0f}/s p99 {p99:.1f} ms, CPU {cpu_us:.0f} µs"
+            if server:
+                figures += f" + server {server_us:.0f} µs"
+            if target.workers:
+                figures += f", backlog {backlog(target):,}"
+            line.append(f"{target.name} {figures}")
         print(f"round {round_number}: " + " | ".join(line), flush=True)
     for target in targets:
         print(
             f"{target.name}: median {statistics.median(target.rates):,.0f} req/s, "
-            f"median p99 {statistics.median(target.p99s):.1f} ms"
+            f"median p99 {statistics.median(target.p99s):.1f} ms, "
+            f"median CPU {statistics.median(target.cpu_us):.0f} µs a request"
+            + (
+                f" (+ PostgreSQL {statistics.median(target.server_us):.0f} µs)"
+                if target.server_us
+                else ""
+            )
         )
     bare = next((target for target in targets if target.name == BARE), None)
     if bare is not None:
