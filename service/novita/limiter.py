@@ -104,6 +104,7 @@ class RateLimiter:
         self.window = window
         self.shared = shared
         self._shared_down_until: float | None = None  # loop time; None while it answers
+        self._taking: asyncio.Future[float | None] | None = None  # a shared take under way
         self._starts: deque[float] = deque()  # event-loop times of the starts in the window
         # Free places a class needs in the window before it may take one.
         self._needs = {p: 1 + math.floor(per_minute * share) for p, share in HEADROOM.items()}
@@ -166,6 +167,13 @@ class RateLimiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
             self._dispatcher = None
+        # A place being taken in the shared window finishes its transaction first: a
+        # database call cancelled halfway could leave its connection unusable, and the
+        # database closes after this.
+        if self._taking is not None:
+            with contextlib.suppress(Exception):
+                await self._taking
+            self._taking = None
 
     async def _take_turn(self, priority: Priority) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -221,7 +229,10 @@ class RateLimiter:
         if self._shared_down_until is not None and now < self._shared_down_until:
             return None
         try:
-            wait = await self.shared.take(need=need, limit=self.per_minute, window=self.window)
+            self._taking = asyncio.ensure_future(
+                self.shared.take(need=need, limit=self.per_minute, window=self.window)
+            )
+            wait = await asyncio.shield(self._taking)
         except Exception as exc:  # whatever the database raised: go on alone for a while
             if self._shared_down_until is None:
                 log.warning(
@@ -231,6 +242,9 @@ class RateLimiter:
                 )
             self._shared_down_until = now + SHARED_RETRY_SECONDS
             return None
+        finally:
+            if self._taking is not None and self._taking.done():
+                self._taking = None
         if self._shared_down_until is not None:
             self._shared_down_until = None
             log.info("limiter.shared_window_recovered")

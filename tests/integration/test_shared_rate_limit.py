@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from service.db.call_window import SharedCallWindow
+from service.db.call_window import _LOCK_KEY, SharedCallWindow
 from service.db.engine import Database
 from service.db.migrations import upgrade_to_head
 from service.db.models import novita_call_starts
@@ -103,6 +104,33 @@ async def test_a_background_caller_leaves_the_headroom_to_another_process(
         for waiting in background:
             waiting.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+
+
+async def test_closing_lets_a_place_being_taken_finish_its_transaction(
+    postgres_url: str, open_database: OpenDatabase
+) -> None:
+    """Stopping the service while the window is busy: the take in progress (here held at
+    its lock by another session) ends its transaction before the limiter is closed, so no
+    connection is cut halfway and the database then closes with none left open."""
+    database = open_database(postgres_url)
+    await upgrade_to_head(database.engine)
+    limiter = RateLimiter(5, shared=SharedCallWindow(database), window=60)
+    holder = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            caller = asyncio.ensure_future(limiter.acquire())
+            await asyncio.sleep(0.3)  # the take waits for the lock
+            closing = asyncio.ensure_future(limiter.close())
+            await asyncio.sleep(0.3)
+            assert not closing.done()  # it waits for the take to finish
+        await asyncio.wait_for(closing, timeout=10)  # the lock released: the take ends
+        caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+    finally:
+        await holder.close()
+    await database.close()
+    assert database.left_open == []
 
 
 async def test_without_the_database_a_process_goes_on_within_its_own_window(
